@@ -1,0 +1,50 @@
+"""`edge-runtime`: the on-device daemon and its local commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from edge_runtime.clikit import run_cli
+from edge_runtime.package import VALIDATION, open_package
+from edge_runtime.signing import TrustStore
+from edge_runtime.textable import render
+
+
+@click.group()
+@click.version_option(package_name="edge-runtime")
+def cli() -> None:
+    """On-device runtime for edge-runtime model packages."""
+
+
+@cli.command("inspect")
+@click.argument("package", type=click.Path(path_type=Path))
+@click.option("--trusted-keys", "trusted", multiple=True, type=click.Path(path_type=Path),
+              help="Public key file or directory of *.pub files (repeatable).")
+@click.option("--allow-unsigned", is_flag=True, help="Development only: accept unsigned packages.")
+@click.option("--json", "as_json", is_flag=True)
+def inspect_cmd(package: Path, trusted: tuple[Path, ...], allow_unsigned: bool,
+                as_json: bool) -> None:
+    """Verify PACKAGE (sha256 of every file, signature) and show its manifest."""
+    pkg = open_package(package, TrustStore.load(trusted), allow_unsigned=allow_unsigned)
+    m = pkg.manifest
+    if as_json:
+        click.echo(json.dumps({"signed_by": pkg.signed_by, "manifest": m.to_dict()}, indent=1))
+        return
+    click.echo(f"{m.name} {m.version}  {m.format}/{m.precision}  task={m.task}  "
+               f"signed_by={pkg.signed_by or 'UNSIGNED'}")
+    rows = [["input", t.name, t.dtype, t.shape] for t in m.inputs]
+    rows += [["output", t.name, t.dtype, t.shape] for t in m.outputs]
+    click.echo(render(["", "name", "dtype", "shape"], rows))
+    report = pkg.read_json(VALIDATION)
+    click.echo(f"validation: chose {report['chosen']} ({report['reason']})")
+
+
+def main() -> None:
+    run_cli(cli)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Exception tree for edge-runtime. Imports no framework: transports map these to status codes.
+
+    EdgeRuntimeError
+    ├── ConfigError                      bad settings or command-line values
+    ├── BackendUnavailable(backend, hint) an optional library is missing
+    ├── PackageError(path)               anything wrong with a model package
+    │   ├── PackageFormatError           not a package, missing member, bad manifest JSON
+    │   ├── ManifestInvalid(field)       manifest fails schema validation
+    │   ├── IntegrityError(member)       a file's sha256 does not match the manifest
+    │   └── SignatureError               signature problems
+    │       ├── UnsignedPackage          no signature and --allow-unsigned not given
+    │       ├── UntrustedKey(key_id)     signed by a key that is not trusted
+    │       └── BadSignature(key_id)     the signature does not verify (tampered manifest)
+    └── KeyFileError(path)               a key file cannot be read or written
+
+Converter errors (``converters.errors``) derive from ``EdgeRuntimeError`` too, so every CLI catches
+one base class at its edge.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class EdgeRuntimeError(Exception):
+    """Base of every error this project raises on purpose."""
+
+
+class ConfigError(EdgeRuntimeError):
+    """Settings or command-line values that cannot be used."""
+
+
+class BackendUnavailable(EdgeRuntimeError):
+    def __init__(self, backend: str, *, hint: str) -> None:
+        super().__init__(f"backend {backend!r} is not available: {hint}")
+        self.backend = backend
+        self.hint = hint
+
+
+class PackageError(EdgeRuntimeError):
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+class PackageFormatError(PackageError):
+    """The file is not a readable model package."""
+
+
+class ManifestInvalid(PackageError):
+    def __init__(self, path: str | Path, field: str, reason: str) -> None:
+        super().__init__(path, f"manifest field {field!r}: {reason}")
+        self.field = field
+
+
+class IntegrityError(PackageError):
+    def __init__(self, path: str | Path, member: str, expected: str, actual: str) -> None:
+        super().__init__(
+            path, f"sha256 of {member!r} is {actual[:16]}..., manifest says {expected[:16]}..."
+        )
+        self.member = member
+        self.expected = expected
+        self.actual = actual
+
+
+class SignatureError(PackageError):
+    """The package signature is missing, untrusted or invalid."""
+
+
+class UnsignedPackage(SignatureError):
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path, "package is not signed (use --allow-unsigned only for development)")
+
+
+class UntrustedKey(SignatureError):
+    def __init__(self, path: str | Path, key_id: str) -> None:
+        super().__init__(path, f"signed by key {key_id}, which is not in the trusted keys")
+        self.key_id = key_id
+
+
+class BadSignature(SignatureError):
+    def __init__(self, path: str | Path, key_id: str) -> None:
+        super().__init__(
+            path, f"signature by key {key_id} does not match the manifest (tampered package?)"
+        )
+        self.key_id = key_id
+
+
+class KeyFileError(EdgeRuntimeError):
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
