@@ -78,6 +78,9 @@ def _guess_kind(source: str) -> str:
               show_default=True, help="Points of top-1 agreement/accuracy a candidate may lose.")
 @click.option("--max-abs-error", type=click.FloatRange(min=0), default=None,
               help="Regressors: max-abs error allowed (default 1% of the fp32 output std).")
+@click.option("--task", type=click.Choice(["auto", "classification", "regression"]),
+              default="auto", show_default=True,
+              help="auto: 2-D float outputs with >= 2 columns are class scores.")
 @click.option("--candidates", default=",".join(ONNX_PRECISIONS), show_default=True,
               help="Precisions `auto` may choose from.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
@@ -107,7 +110,7 @@ def convert_cmd(source: str, **kw: Any) -> None:
                            per_channel=kw["per_channel"],
                            calibration_samples=kw["calibration_samples"],
                            skip_symbolic_shape=kw["skip_symbolic_shape"]),
-        budget=Budget(kw["max_accuracy_drop"], kw["max_abs_error"]),
+        budget=Budget(kw["max_accuracy_drop"], kw["max_abs_error"], kw["task"]),
         batch_n=kw["batch_size"], threads=kw["threads"], auto_candidates=candidates,
     )
     log = (lambda m: click.echo(m, err=True)) if kw["as_json"] else click.echo

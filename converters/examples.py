@@ -7,6 +7,7 @@ The torch factories are importable as ``converters.examples:small_cnn`` etc., wh
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -45,7 +46,7 @@ def torch_mlp(hidden: int = 256, n_in: int = 64, n_out: int = 10, layers: int = 
     nn = _torch().nn
     dims = [n_in] + [hidden] * layers
     mods: list[Any] = []
-    for a, b in zip(dims, dims[1:], strict=False):
+    for a, b in itertools.pairwise(dims):
         mods += [nn.Linear(a, b), nn.ReLU()]
     return nn.Sequential(*mods, nn.Linear(dims[-1], n_out))
 

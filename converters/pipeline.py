@@ -87,7 +87,7 @@ def convert(source: Source, req: ConvertRequest, *, log: Log = print) -> Convert
     refstats = compute_reference_stats(valid.inputs, reference, in_specs, out_specs)
     refstats["synthetic"] = valid.source == "synthetic"
     manifest = _manifest(source, req, chosen, (in_specs, out_specs), summary,
-                         is_class=_is_class(reference))
+                         is_class=_is_class(reference, req.budget.task))
     members = {
         manifest.model_file: models[chosen.precision],
         VALIDATION: json.dumps(summary, indent=1, sort_keys=True).encode(),
@@ -152,8 +152,8 @@ def _choose(req: ConvertRequest, candidates: list[CandidateReport], log: Log) ->
     return chosen
 
 
-def _is_class(reference: dict[str, Any]) -> bool:
-    return any(is_class_output(v) for v in reference.values())
+def _is_class(reference: dict[str, Any], task: str) -> bool:
+    return any(is_class_output(v, task) for v in reference.values())
 
 
 def _report(req: ConvertRequest, valid: datamod.Dataset, candidates: list[CandidateReport],

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ def _quiet() -> Iterator[None]:
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), redirect_stdout(sys.stderr):
             warnings.simplefilter("ignore")
             yield
     finally:
@@ -133,6 +134,12 @@ def to_int8_dynamic(model: Any, opts: QuantOptions) -> Any:
         return onnx.load(dst)
 
 
+def _bias_workaround(opts: QuantOptions) -> dict[str, Any]:
+    """onnxruntime's per-channel weight-scale adjustment for int32 bias indexes a 2-D bias as if
+    it were 1-D and crashes (seen with skl2onnx MLPs, ORT 1.32): skip that adjustment there."""
+    return {"QDQDisableWeightAdjustForInt32Bias": True} if opts.per_channel else {}
+
+
 class _Reader:
     """onnxruntime CalibrationDataReader over a Dataset, in small batches."""
 
@@ -177,7 +184,8 @@ def to_int8_static(model: Any, calibration: Dataset, opts: QuantOptions, *,
                     per_channel=opts.per_channel, activation_type=QuantType.QInt8,
                     weight_type=QuantType.QInt8, calibrate_method=method,
                     op_types_to_quantize=list(opts.static_ops) if opts.static_ops else None,
-                    extra_options={"ActivationSymmetric": False, **opts.extra},
+                    extra_options={"ActivationSymmetric": False, **_bias_workaround(opts),
+                                   **opts.extra},
                 )
         except Exception as exc:
             raise CandidateFailed("int8-static", f"quantize_static failed ({exc})") from exc

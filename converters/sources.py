@@ -10,11 +10,10 @@ import hashlib
 import importlib
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from converters.errors import SourceError
 
@@ -111,9 +110,7 @@ def load_torch_factory(spec: str) -> Any:
 def from_torch(module: Any, input_shape: tuple[int, ...], *, description: str = "") -> Source:
     """Export with torch.onnx (dynamo exporter, single file) and a dynamic batch dimension."""
     import onnx
-    import torch
 
-    example = torch.zeros(*input_shape)
     digest = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
         digest.update(name.encode())
@@ -121,17 +118,25 @@ def from_torch(module: Any, input_shape: tuple[int, ...], *, description: str = 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "model.onnx"
         try:
-            torch.onnx.export(
-                module, (example,), str(out), dynamo=True, external_data=False,
-                input_names=["input"], output_names=["output"], opset_version=DEFAULT_OPSET,
-                dynamic_shapes=({0: torch.export.Dim("batch")},) if input_shape[0] != 0 else None,
-                verbose=False,
-            )
+            _export(module, input_shape, out)
         except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise SourceError(description or "torch module",
-                              f"torch.onnx.export failed ({type(exc).__name__}: {exc})") from exc
+                              f"torch.onnx.export failed ({type(exc).__name__}: {first})") from exc
         model = onnx.load(str(out))
     return Source(model, "torch", digest.hexdigest(), description or type(module).__name__)
+
+
+def _export(module: Any, input_shape: tuple[int, ...], out: Path) -> None:
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's internals warn about their own APIs
+        torch.onnx.export(
+            module, (torch.zeros(*input_shape),), str(out), dynamo=True, external_data=False,
+            input_names=["input"], output_names=["output"], opset_version=DEFAULT_OPSET,
+            dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False,
+        )
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -142,7 +147,3 @@ def parse_shape(text: str) -> tuple[int, ...]:
     if not shape or any(d <= 0 for d in shape):
         raise SourceError(text, "input shape must be positive integers, e.g. 1,3,224,224")
     return shape
-
-
-def example_batch(shape: tuple[int, ...]) -> np.ndarray[Any, Any]:
-    return np.zeros(shape, dtype=np.float32)

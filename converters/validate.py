@@ -19,6 +19,7 @@ class Budget:
 
     max_accuracy_drop: float = 1.0
     max_abs_error: float | None = None  # default: 1% of the fp32 output's standard deviation
+    task: str = "auto"  # classification | regression | auto (2-D float outputs are class scores)
 
     def describe(self) -> str:
         tol = "1% of the fp32 std" if self.max_abs_error is None else f"{self.max_abs_error:g}"
@@ -85,7 +86,9 @@ def latency(sess: Any, data: Dataset, batch: int, *, budget_s: float = 0.4,
     return float(p50), float(p95)
 
 
-def is_class_output(array: NDArray[Any]) -> bool:
+def is_class_output(array: NDArray[Any], task: str = "auto") -> bool:
+    if task == "regression":
+        return False
     return (array.ndim == 2 and array.shape[1] >= 2 and array.dtype.kind == "f") or (
         array.ndim == 1 and array.dtype.kind in "iu"
     )
@@ -108,7 +111,7 @@ def compare(
         max_abs = float(diff.max()) if diff.size else 0.0
         denom = np.maximum(np.abs(ref.astype(np.float64)), 1e-6)
         max_rel = float((diff / denom).max()) if diff.size else 0.0
-        if is_class_output(ref):
+        if is_class_output(ref, budget.task):
             agree = float(np.mean(_top1(got) == _top1(ref)))
             acc = None if labels is None else float(np.mean(_top1(got) == labels))
             reports.append(OutputReport(name, "class", agree, acc, max_abs, max_rel, None))
