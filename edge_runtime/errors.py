@@ -11,7 +11,15 @@
     │       ├── UnsignedPackage          no signature and --allow-unsigned not given
     │       ├── UntrustedKey(key_id)     signed by a key that is not trusted
     │       └── BadSignature(key_id)     the signature does not verify (tampered manifest)
-    └── KeyFileError(path)               a key file cannot be read or written
+    ├── KeyFileError(path)               a key file cannot be read or written
+    ├── ModelNotFound(name, version)     no such model/version installed or loaded
+    ├── ModelNotReady(name, version)     installed but not loaded/active
+    ├── PayloadInvalid(reason)           a request body that cannot be decoded (bad JSON, ...)
+    │   └── InputInvalid(input, reason)  decoded, but does not fit the manifest (name/dtype/shape)
+    ├── PayloadTooLarge(size, limit)     request body over the configured limit
+    ├── Unauthorized                     missing or wrong bearer token
+    ├── InferenceFailed(name, version)   the backend raised while running a valid request
+    └── SwapError(name, version)         install/activate/rollback could not be done
 
 Converter errors (``converters.errors``) derive from ``EdgeRuntimeError`` too, so every CLI catches
 one base class at its edge.
@@ -91,4 +99,61 @@ class KeyFileError(EdgeRuntimeError):
     def __init__(self, path: str | Path, reason: str) -> None:
         super().__init__(f"{path}: {reason}")
         self.path = str(path)
+        self.reason = reason
+
+
+class ModelNotFound(EdgeRuntimeError):
+    def __init__(self, name: str, version: str | None = None) -> None:
+        what = name if version is None else f"{name} version {version}"
+        super().__init__(f"model {what} not found")
+        self.name = name
+        self.version = version
+
+
+class ModelNotReady(EdgeRuntimeError):
+    def __init__(self, name: str, version: str | None = None) -> None:
+        what = name if version is None else f"{name} version {version}"
+        super().__init__(f"model {what} is not ready")
+        self.name = name
+        self.version = version
+
+
+class PayloadInvalid(EdgeRuntimeError):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class InputInvalid(PayloadInvalid):
+    def __init__(self, input_name: str, reason: str) -> None:
+        super().__init__(f"input {input_name!r}: {reason}")
+        self.input_name = input_name
+
+
+class PayloadTooLarge(EdgeRuntimeError):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"request body of {size} bytes is over the {limit} byte limit")
+        self.size = size
+        self.limit = limit
+
+
+class Unauthorized(EdgeRuntimeError):
+    def __init__(self, reason: str = "missing or wrong bearer token") -> None:
+        super().__init__(reason)
+
+
+class InferenceFailed(EdgeRuntimeError):
+    def __init__(self, name: str, version: str, reason: str) -> None:
+        super().__init__(f"model {name} version {version} failed: {reason}")
+        self.name = name
+        self.version = version
+        self.reason = reason
+
+
+class SwapError(EdgeRuntimeError):
+    def __init__(self, name: str, version: str | None, reason: str) -> None:
+        what = name if version is None else f"{name} {version}"
+        super().__init__(f"{what}: {reason}")
+        self.name = name
+        self.version = version
         self.reason = reason
