@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import logging
-import sys
 import tempfile
-import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +11,7 @@ from typing import Any
 from converters.data import Dataset
 from converters.errors import CandidateFailed
 from converters.onnx_model import opset
+from converters.quiet import quiet
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 # Dynamic Conv quantization is 5-14x slower than fp32 on x86: MatMul/Gemm only by default.
@@ -45,26 +42,11 @@ class QuantOptions:
         return {}
 
 
-@contextmanager
-def _quiet() -> Iterator[None]:
-    """onnxruntime.quantization logs advice through the root logger and warns freely."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), redirect_stdout(sys.stderr):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        root.setLevel(level)
-
-
 def to_fp16(model: Any) -> Any:
     from onnxconverter_common import float16
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "number will be truncated" per tiny weight
+        with quiet():  # warns "number will be truncated" once per tiny weight
             converted = float16.convert_float_to_float16(_drop_noop_casts(model),
                                                              keep_io_types=True)
     except Exception as exc:
@@ -126,7 +108,7 @@ def to_int8_dynamic(model: Any, opts: QuantOptions) -> Any:
         src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
         onnx.save(model, src)
         try:
-            with _quiet():
+            with quiet():
                 quantize_dynamic(src, dst, op_types_to_quantize=list(opts.dynamic_ops),
                                  weight_type=QuantType.QInt8, per_channel=opts.per_channel)
         except Exception as exc:
@@ -172,13 +154,13 @@ def to_int8_static(model: Any, calibration: Dataset, opts: QuantOptions, *,
         src, pre, dst = (Path(tmp) / n for n in ("in.onnx", "pre.onnx", "out.onnx"))
         onnx.save(model, src)
         try:
-            with _quiet():
+            with quiet():
                 quant_pre_process(src, pre, skip_symbolic_shape=opts.skip_symbolic_shape)
         except Exception as exc:
             hint = "" if opts.skip_symbolic_shape else " (try --skip-symbolic-shape)"
             raise CandidateFailed("int8-static", f"quant_pre_process failed: {exc}{hint}") from exc
         try:
-            with _quiet():
+            with quiet():
                 quantize_static(
                     pre, dst, _Reader(data, batch), quant_format=QuantFormat.QDQ,
                     per_channel=opts.per_channel, activation_type=QuantType.QInt8,

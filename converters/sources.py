@@ -10,12 +10,12 @@ import hashlib
 import importlib
 import sys
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from converters.errors import SourceError
+from converters.quiet import quiet
 
 DEFAULT_OPSET = 17
 
@@ -130,8 +130,7 @@ def from_torch(module: Any, input_shape: tuple[int, ...], *, description: str = 
 def _export(module: Any, input_shape: tuple[int, ...], out: Path) -> None:
     import torch
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's internals warn about their own APIs
+    with quiet():  # the exporter's internals warn and log about their own APIs
         torch.onnx.export(
             module, (torch.zeros(*input_shape),), str(out), dynamo=True, external_data=False,
             input_names=["input"], output_names=["output"], opset_version=DEFAULT_OPSET,
