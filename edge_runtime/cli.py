@@ -1,4 +1,8 @@
-"""`edge-runtime`: the on-device daemon and its local commands."""
+"""`edge-runtime`: the on-device daemon and its local commands.
+
+install/activate/rollback talk to the running daemon of the store when there is one (so the
+serving process does the blue-green swap), and work on the store directly otherwise.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,9 @@ from pathlib import Path
 
 import click
 
+from edge_runtime import cli_models, cli_serve
 from edge_runtime.clikit import run_cli
+from edge_runtime.cliopts import json_opt, keys_opt, unsigned_opt
 from edge_runtime.package import VALIDATION, open_package
 from edge_runtime.signing import TrustStore
 from edge_runtime.textable import render
@@ -21,14 +27,13 @@ def cli() -> None:
 
 @cli.command("inspect")
 @click.argument("package", type=click.Path(path_type=Path))
-@click.option("--trusted-keys", "trusted", multiple=True, type=click.Path(path_type=Path),
-              help="Public key file or directory of *.pub files (repeatable).")
-@click.option("--allow-unsigned", is_flag=True, help="Development only: accept unsigned packages.")
-@click.option("--json", "as_json", is_flag=True)
-def inspect_cmd(package: Path, trusted: tuple[Path, ...], allow_unsigned: bool,
+@keys_opt
+@unsigned_opt
+@json_opt
+def inspect_cmd(package: Path, trusted: tuple[Path, ...], allow_unsigned: bool | None,
                 as_json: bool) -> None:
     """Verify PACKAGE (sha256 of every file, signature) and show its manifest."""
-    pkg = open_package(package, TrustStore.load(trusted), allow_unsigned=allow_unsigned)
+    pkg = open_package(package, TrustStore.load(trusted), allow_unsigned=bool(allow_unsigned))
     m = pkg.manifest
     if as_json:
         click.echo(json.dumps({"signed_by": pkg.signed_by, "manifest": m.to_dict()}, indent=1))
@@ -40,6 +45,10 @@ def inspect_cmd(package: Path, trusted: tuple[Path, ...], allow_unsigned: bool,
     click.echo(render(["", "name", "dtype", "shape"], rows))
     report = pkg.read_json(VALIDATION)
     click.echo(f"validation: chose {report['chosen']} ({report['reason']})")
+
+
+for _cmd in (*cli_models.COMMANDS, *cli_serve.COMMANDS):
+    cli.add_command(_cmd)
 
 
 def main() -> None:

@@ -1,13 +1,22 @@
 """Settings, declared once. The only module that reads the environment.
 
-Each field is documented where it is declared; callers receive settings objects explicitly.
+Every field is documented where it is declared. Sources, lowest precedence first: defaults, the
+device profile, a TOML config file (``[serve]`` table or top level), ``EDGE_*`` environment
+variables, command-line flags. Callers receive settings objects explicitly.
 """
 
 from __future__ import annotations
 
 import os
+import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from edge_runtime.errors import ConfigError
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 @dataclass(frozen=True)
@@ -19,3 +28,118 @@ class CliSettings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> CliSettings:
         env = os.environ if env is None else env
         return cls(debug=env.get("EDGE_DEBUG", "") == "1")
+
+
+def _doc(text: str, **kw: Any) -> Any:
+    return field(metadata={"doc": text}, **kw)
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    store: Path = _doc("model store directory (packages unpacked, store.db)",
+                       default=Path("edge-store"))
+    host: str = _doc("HTTP bind address; a non-loopback address requires `token`",
+                     default="127.0.0.1")
+    port: int = _doc("HTTP port (0 = pick a free one)", default=8080)
+    uds: Path | None = _doc("also/instead serve on this Unix domain socket", default=None)
+    token: str | None = _doc("bearer token required on every request except health", default=None)
+    max_body_bytes: int = _doc("largest request body accepted", default=32 * 1024 * 1024)
+    trusted_keys: tuple[Path, ...] = _doc("public keys (files or dirs of *.pub) packages must be "
+                                          "signed with", default=())
+    allow_unsigned: bool = _doc("development only: accept unsigned packages", default=False)
+    profile: str | None = _doc("device profile name or TOML path (default: detected)",
+                               default=None)
+    intra_op_threads: int | None = _doc("backend threads per inference (default: profile)",
+                                        default=None)
+    max_batch_size: int = _doc("dynamic batching: rows per batch (0 or 1 = off)", default=0)
+    max_queue_delay_ms: float = _doc("dynamic batching: longest wait to fill a batch",
+                                     default=1.0)
+    cache_entries: int = _doc("LRU response cache size (0 = off)", default=0)
+    monitoring: bool = _doc("latency/error/throughput windows and Prometheus metrics",
+                            default=True)
+    drift: bool = _doc("count inputs/outputs into the package's drift histograms", default=True)
+    telemetry_interval_s: float = _doc("how often monitoring is persisted to SQLite",
+                                       default=10.0)
+    telemetry_max_rows: int = _doc("telemetry/outbox rows kept (oldest dropped first)",
+                                   default=20_000)
+    telemetry_max_bytes: int = _doc("telemetry/outbox payload bytes kept", default=64 * 2**20)
+    telemetry_retention_s: float = _doc("telemetry rows older than this are dropped",
+                                        default=7 * 86400.0)
+    log_level: str = _doc("logging level", default="info")
+    fault_kill_at: str | None = _doc("tests only: SIGKILL this process right after a swap "
+                                     "record enters this state (EDGE_FAULT_KILL_AT)",
+                                     default=None)
+
+    def __post_init__(self) -> None:
+        if self.host not in LOOPBACK and not self.token:
+            raise ConfigError(f"binding to {self.host} needs a bearer token (--token or "
+                              "EDGE_TOKEN): only loopback may be open")
+        if self.max_body_bytes <= 0 or self.port < 0:
+            raise ConfigError("max_body_bytes must be > 0 and port >= 0")
+
+    @property
+    def batching(self) -> bool:
+        return self.max_batch_size > 1
+
+    @classmethod
+    def load(cls, *, config: Path | None = None, overrides: Mapping[str, Any] | None = None,
+             env: Mapping[str, str] | None = None, base: Mapping[str, Any] | None = None
+             ) -> ServeSettings:
+        values: dict[str, Any] = dict(base or {})
+        if config is not None:
+            values.update(_read_toml(config))
+        values.update(_from_env(os.environ if env is None else env))
+        values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        return cls(**_coerce(values))
+
+    def with_(self, **changes: Any) -> ServeSettings:
+        return replace(self, **changes)
+
+
+_FIELDS = {f.name: f for f in fields(ServeSettings)}
+_ENV = {"EDGE_TOKEN": "token", "EDGE_STORE": "store", "EDGE_FAULT_KILL_AT": "fault_kill_at",
+        "EDGE_PROFILE": "profile"}
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc})") from exc
+    data = data.get("serve", data)
+    unknown = set(data) - set(_FIELDS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown settings {sorted(unknown)}")
+    return dict(data)
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    return {key: env[name] for name, key in _ENV.items() if env.get(name)}
+
+
+def _coerce(values: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in _FIELDS:
+            raise ConfigError(f"unknown setting {key!r}")
+        out[key] = _coerce_one(key, _FIELDS[key].type, value)
+    return out
+
+
+def _coerce_one(key: str, annotation: Any, value: Any) -> Any:
+    kind = str(annotation)
+    try:
+        if "tuple[Path" in kind:
+            items = value.split(",") if isinstance(value, str) else value
+            return tuple(Path(p) for p in items)
+        if "Path" in kind:
+            return Path(value)
+        if kind.startswith("bool"):
+            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+        if kind.startswith("int"):
+            return int(value)
+        if kind.startswith("float"):
+            return float(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {key}: {value!r} is not a valid {kind}") from exc
+    return value

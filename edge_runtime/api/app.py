@@ -1,0 +1,178 @@
+"""The daemon's HTTP API as a plain ASGI app over the in-process Runtime.
+
+    GET  /v2/health/live | /v2/health/ready | /v2
+    GET  /v2/models/{name}[/versions/{v}] | .../ready
+    POST /v2/models/{name}[/versions/{v}]/infer          KServe V2 (JSON + binary tensors)
+    POST /v1/models/{name}[/versions/{v}]:predict        TF-Serving
+    POST /predict/{name}                                 one-line convenience
+    GET  /metrics                                        Prometheus text
+    *    /admin/...                                      local model management (admin token)
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Any
+
+from edge_runtime import __version__
+from edge_runtime.api import admin
+from edge_runtime.api.errors import status_for
+from edge_runtime.api.http import Receive, Request, Scope, Send, json_bytes, read_body, send
+from edge_runtime.codecs import (
+    check_outputs,
+    decode_predict,
+    decode_request,
+    decode_simple,
+    encode_predict,
+    encode_response,
+    encode_simple,
+    model_metadata,
+)
+from edge_runtime.errors import EdgeRuntimeError, ModelNotFound, PayloadInvalid, Unauthorized
+from edge_runtime.monitor.prometheus import render
+from edge_runtime.runtime import Runtime
+
+log = logging.getLogger("edge_runtime.api")
+Response = tuple[int, bytes, list[tuple[bytes, bytes]] | None]
+_V2_MODELS = "/v2/models/"
+_V1_MODELS = "/v1/models/"
+_EXTENSIONS = ["binary_tensor_data", "model_repository"]
+METRICS_WINDOW_S = 60.0
+
+
+def _ok(doc: Any, status: int = 200) -> Response:
+    return status, json_bytes(doc), None
+
+
+def _split_model_path(rest: str) -> tuple[str, str | None, str]:
+    """'name[/versions/v][/tail]' -> (name, version, tail)."""
+    parts = rest.split("/")
+    name, version, tail = parts[0], None, parts[1:]
+    if len(tail) >= 2 and tail[0] == "versions":
+        version, tail = tail[1], tail[2:]
+    return name, version, "/".join(tail)
+
+
+class App:
+    def __init__(self, runtime: Runtime, *, token: str | None, admin_token: str,
+                 max_body_bytes: int) -> None:
+        self.rt = runtime
+        self._token = f"Bearer {token}".encode() if token else None
+        self._admin = admin.Admin(runtime, f"Bearer {admin_token}".encode())
+        self._limit = max_body_bytes
+        self.ready = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send_: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send_)
+            return
+        if scope["type"] != "http":
+            return
+        try:
+            req = Request.from_scope(scope)
+            status, body, headers = await self._route(req, receive)
+        except EdgeRuntimeError as exc:
+            status, body, headers = status_for(exc), json_bytes({"error": str(exc)}), None
+        except Exception as exc:  # never let one request take the daemon down
+            log.exception("unhandled error")
+            status, body, headers = 500, json_bytes({"error": f"internal error: {exc}"}), None
+        await send(send_, status, body, headers)
+
+    async def _lifespan(self, receive: Receive, send_: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send_({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send_({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _check_token(self, req: Request) -> None:
+        if self._token is not None and not (
+            req.authorization is not None and hmac.compare_digest(req.authorization, self._token)
+        ):
+            raise Unauthorized()
+
+    async def _route(self, req: Request, receive: Receive) -> Response:
+        path = req.path
+        if path.startswith("/v2/health/"):
+            return self._health(path)
+        if path.startswith("/admin/"):
+            body = await read_body(receive, req.content_length, self._limit)
+            return _ok(*await self._admin.handle(req, body))
+        self._check_token(req)
+        if req.method == "POST":
+            body = await read_body(receive, req.content_length, self._limit)
+            if path.startswith(_V2_MODELS) and path.endswith("/infer"):
+                return await self._v2_infer(path[len(_V2_MODELS):-len("/infer")], req, body)
+            if path.startswith(_V1_MODELS) and path.endswith(":predict"):
+                return await self._v1_predict(path[len(_V1_MODELS):-len(":predict")], body)
+            if path.startswith("/predict/"):
+                return await self._simple(path[len("/predict/"):], body)
+        elif req.method == "GET":
+            if path.startswith(_V2_MODELS):
+                return self._v2_model(*_split_model_path(path[len(_V2_MODELS):]))
+            if path == "/v2":
+                return _ok({"name": "edge-runtime", "version": __version__,
+                            "extensions": _EXTENSIONS})
+            if path == "/metrics":
+                return self._metrics()
+            if path.startswith(_V1_MODELS):
+                return self._v1_status(*_split_model_path(path[len(_V1_MODELS):])[:2])
+        return _ok({"error": f"no route for {req.method} {path}"}, 404)
+
+    def _health(self, path: str) -> Response:
+        if path == "/v2/health/live":
+            return _ok({"live": True})
+        if path == "/v2/health/ready":
+            return _ok({"ready": self.ready}, 200 if self.ready else 503)
+        return _ok({"error": f"no route for {path}"}, 404)
+
+    async def _v2_infer(self, rest: str, req: Request, body: bytes) -> Response:
+        name, version, tail = _split_model_path(rest + "/x")
+        if tail != "x":
+            raise PayloadInvalid(f"bad model path {rest!r}")
+        request = decode_request(body, req.header_length)
+        served = self.rt.registry.get(name, version)
+        check_outputs(request, [o.name for o in served.installed.manifest.outputs])
+        result = await self.rt.dataplane.infer_async(name, version, request.inputs)
+        out, headers = encode_response(result.name, result.version, result.outputs, request,
+                                       request_id=request.id)
+        return 200, out, [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+
+    async def _v1_predict(self, rest: str, body: bytes) -> Response:
+        name, version, _ = _split_model_path(rest)
+        served = self.rt.registry.get(name, version)
+        inputs, fmt = decode_predict(body, served.installed.manifest.inputs)
+        result = await self.rt.dataplane.infer_async(name, version, inputs)
+        return 200, encode_predict(result.outputs, fmt), None
+
+    async def _simple(self, name: str, body: bytes) -> Response:
+        served = self.rt.registry.get(name)
+        inputs = decode_simple(body, served.installed.manifest.inputs)
+        result = await self.rt.dataplane.infer_async(name, None, inputs)
+        return 200, encode_simple(result.outputs), None
+
+    def _v2_model(self, name: str, version: str | None, tail: str) -> Response:
+        if tail == "ready":
+            served = self.rt.registry.get(name, version)
+            return _ok({"name": name, "version": served.version, "ready": True})
+        if tail:
+            raise ModelNotFound(name, version)
+        served = self.rt.registry.get(name, version)
+        m = served.installed.manifest
+        versions = [i.version for i in self.rt.store.installed(name)]
+        return _ok(model_metadata(name, versions, f"{m.format}_{m.precision}", m.inputs,
+                                  m.outputs))
+
+    def _v1_status(self, name: str, version: str | None) -> Response:
+        served = self.rt.registry.get(name, version)
+        return _ok({"model_version_status": [
+            {"version": served.version, "state": "AVAILABLE",
+             "status": {"error_code": "OK", "error_message": ""}}]})
+
+    def _metrics(self) -> Response:
+        metrics = self.rt.telemetry.metrics
+        text = render(metrics.snapshot_all(METRICS_WINDOW_S), metrics.totals_all())
+        return 200, text.encode(), [(b"content-type", b"text/plain; version=0.0.4")]

@@ -1,0 +1,71 @@
+"""`edge-runtime serve` and `edge-runtime batch`."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edge_runtime.cliopts import config_opt, keys_opt, load_settings, store_opt, unsigned_opt
+
+
+@click.command("serve")
+@store_opt
+@config_opt
+@click.option("--host", default=None, help="Bind address (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default 8080; 0 = any free one).")
+@click.option("--uds", type=click.Path(path_type=Path), default=None,
+              help="Also serve on this Unix domain socket.")
+@click.option("--token", default=None, help="Bearer token (required off loopback).")
+@keys_opt
+@unsigned_opt
+@click.option("--profile", default=None, help="Device profile name or TOML file.")
+@click.option("--threads", "intra_op_threads", type=int, default=None)
+@click.option("--max-batch-size", type=int, default=None, help="Dynamic batching (0 = off).")
+@click.option("--max-queue-delay-ms", type=float, default=None)
+@click.option("--cache-entries", type=int, default=None, help="LRU response cache (0 = off).")
+@click.option("--monitoring/--no-monitoring", default=None)
+@click.option("--drift/--no-drift", default=None)
+@click.option("--telemetry-interval", "telemetry_interval_s", type=float, default=None)
+@click.option("--log-level", default=None)
+def serve_cmd(config: Path | None, **kw: Any) -> None:
+    """Serve the store's active models over HTTP (KServe V2, TF-Serving, /predict)."""
+    from edge_runtime.daemon import Daemon, profile_defaults, resolve_profile
+    from edge_runtime.settings import ServeSettings
+
+    first = load_settings(config, **dict(kw))
+    profile = resolve_profile(first)
+    trusted = kw.pop("trusted", None)
+    if trusted:
+        kw["trusted_keys"] = trusted
+    settings = ServeSettings.load(config=config, overrides=kw, base=profile_defaults(profile))
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    Daemon(settings, profile).run()
+
+
+@click.command("batch")
+@click.argument("name")
+@click.argument("input_path", type=click.Path(path_type=Path))
+@click.argument("output_path", type=click.Path(path_type=Path))
+@store_opt
+@config_opt
+@click.option("--version", default=None, help="Model version (default: the active one).")
+@click.option("--chunk-rows", type=click.IntRange(min=1), default=1024, show_default=True)
+@click.option("--progress/--no-progress", default=True)
+def batch_cmd(name: str, input_path: Path, output_path: Path, store: Path | None,
+              config: Path | None, version: str | None, chunk_rows: int, progress: bool) -> None:
+    """Run NAME over INPUT (.npy, .npz, .csv, .parquet) into OUTPUT, streamed in chunks."""
+    from edge_runtime.batch import run_batch
+    from edge_runtime.runtime import Runtime
+
+    settings = load_settings(config, store=store, drift=False)
+    with Runtime(settings=settings) as rt:
+        n = run_batch(rt, name, input_path, output_path, version=version,
+                      chunk_rows=chunk_rows, progress=progress)
+    click.echo(f"wrote {n} rows to {output_path}")
+
+
+COMMANDS = (serve_cmd, batch_cmd)

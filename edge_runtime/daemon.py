@@ -1,0 +1,149 @@
+"""`edge-runtime serve`: the Runtime behind uvicorn (uvloop + httptools), on TCP and optionally a
+Unix socket, with a background task persisting telemetry every interval.
+
+The daemon writes ``STORE/run/daemon.json`` (mode 0600: pid, address, admin token) so local
+commands (`edge-runtime install/activate/...`) talk to it instead of the store underneath it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_runtime.api.app import App
+from edge_runtime.backends import BackendOptions
+from edge_runtime.profiles import DeviceProfile, backend_options, detect_profile_name, load_profile
+from edge_runtime.runtime import Runtime
+from edge_runtime.settings import ServeSettings
+
+log = logging.getLogger("edge_runtime.daemon")
+RUN_FILE = Path("run") / "daemon.json"
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    pid: int
+    url: str
+    uds: str | None
+    admin_token: str
+
+    @classmethod
+    def read(cls, store: Path) -> RunInfo | None:
+        """The running daemon of this store, or None (no file, or its process is gone)."""
+        try:
+            data = json.loads((store / RUN_FILE).read_text())
+            info = cls(**data)
+            os.kill(info.pid, 0)
+        except (OSError, ValueError, TypeError):
+            return None
+        return info
+
+
+def profile_defaults(profile: DeviceProfile) -> dict[str, Any]:
+    """The settings a device profile provides (config, env and flags override them)."""
+    return {"max_batch_size": profile.max_batch_size,
+            "max_queue_delay_ms": profile.max_queue_delay_ms,
+            "cache_entries": profile.response_cache_entries,
+            "telemetry_interval_s": profile.telemetry_interval_s,
+            "telemetry_max_rows": profile.max_telemetry_rows,
+            "telemetry_max_bytes": profile.max_storage_bytes}
+
+
+def resolve_profile(settings: ServeSettings) -> DeviceProfile:
+    return load_profile(settings.profile or detect_profile_name())
+
+
+def _options(settings: ServeSettings, profile: DeviceProfile) -> BackendOptions:
+    opts = backend_options(profile)
+    if settings.intra_op_threads:
+        opts = BackendOptions(settings.intra_op_threads, opts.inter_op_threads, opts.extra)
+    return opts
+
+
+def _tcp_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+def _unix_socket(path: Path) -> socket.socket:
+    path.unlink(missing_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    os.chmod(path, 0o660)
+    return sock
+
+
+class Daemon:
+    def __init__(self, settings: ServeSettings, profile: DeviceProfile) -> None:
+        self.settings = settings
+        self.profile = profile
+        self.runtime = Runtime(settings=settings, options=_options(settings, profile),
+                               restore=False)
+        self.admin_token = secrets.token_urlsafe(24)
+        self.app = App(self.runtime, token=settings.token, admin_token=self.admin_token,
+                       max_body_bytes=settings.max_body_bytes)
+
+    def run(self) -> None:
+        try:
+            import uvloop
+
+            uvloop.run(self.serve())
+        except ImportError:
+            asyncio.run(self.serve())
+
+    async def serve(self) -> None:
+        import uvicorn
+
+        problems = self.runtime.start()
+        for problem in problems:
+            log.error("start-up: %s", problem)
+        s = self.settings
+        sockets = [_tcp_socket(s.host, s.port)]
+        if s.uds is not None:
+            sockets.append(_unix_socket(s.uds))
+        host, port = sockets[0].getsockname()[:2]
+        self._write_run_file(f"http://{host}:{port}")
+        config = uvicorn.Config(self.app, http="httptools", lifespan="off", access_log=False,
+                                log_level=s.log_level, timeout_keep_alive=30)
+        server = uvicorn.Server(config)
+        flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+        self.app.ready = True
+        log.info("serving %d model(s) on http://%s:%d%s", len(self.runtime.registry.models()),
+                 host, port, f" and {s.uds}" if s.uds else "")
+        try:
+            await server.serve(sockets=sockets)
+        finally:
+            flusher.cancel()
+            self.app.ready = False
+            self.runtime.close()
+            (s.store / RUN_FILE).unlink(missing_ok=True)
+
+    async def _flush_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.settings.telemetry_interval_s)
+            with contextlib.suppress(Exception):
+                await loop.run_in_executor(None, self.runtime.flush)
+
+    def _write_run_file(self, url: str) -> None:
+        path = self.settings.store / RUN_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"pid": os.getpid(), "url": url,
+                       "uds": str(self.settings.uds) if self.settings.uds else None,
+                       "admin_token": self.admin_token}, fh)
+        os.replace(tmp, path)

@@ -1,0 +1,130 @@
+"""Transport-free inference: the HTTP layer and the in-process API both call this.
+
+validate against the manifest -> response cache -> (dynamic batcher) -> backend -> monitoring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from numpy.typing import NDArray
+
+from edge_runtime.batching import DynamicBatcher
+from edge_runtime.cache import ResponseCache, input_key
+from edge_runtime.errors import InferenceFailed, InputInvalid
+from edge_runtime.inputs import validate_inputs
+from edge_runtime.registry import Registry, ServedModel
+from edge_runtime.telemetry import Telemetry
+
+Arrays = dict[str, NDArray[Any]]
+
+
+@dataclass(frozen=True)
+class InferResult:
+    name: str
+    version: str
+    outputs: Arrays
+
+
+class DataPlane:
+    def __init__(self, registry: Registry, telemetry: Telemetry, *,
+                 cache: ResponseCache | None = None, max_batch_size: int = 0,
+                 max_queue_delay_s: float = 0.001, workers: int = 2) -> None:
+        self.registry = registry
+        self.telemetry = telemetry
+        self.cache = cache
+        self.max_batch_size = max_batch_size
+        self.max_queue_delay_s = max_queue_delay_s
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="infer")
+        self._batchers: dict[int, DynamicBatcher] = {}
+
+    def _prepare(self, name: str, version: str | None, inputs: Mapping[str, NDArray[Any]]
+                 ) -> tuple[ServedModel, Arrays]:
+        served = self.registry.get(name, version)
+        try:
+            arrays = validate_inputs(served.installed.manifest.inputs, inputs)
+        except InputInvalid:
+            self.telemetry.error(served.name, served.version, "invalid_input")
+            raise
+        return served, arrays
+
+    def _finish(self, served: ServedModel, arrays: Arrays, outputs: Arrays, t0: float,
+                key: bytes | None) -> InferResult:
+        rows = int(next(iter(arrays.values())).shape[0]) if arrays else 1
+        self.telemetry.observe(served.installed, time.perf_counter() - t0, rows, arrays,
+                               outputs)
+        if key is not None and self.cache is not None:
+            self.cache.put(key, outputs)
+        return InferResult(served.name, served.version, outputs)
+
+    def _cached(self, served: ServedModel, arrays: Arrays) -> tuple[bytes | None, Arrays | None]:
+        if self.cache is None:
+            return None, None
+        key = input_key(served.name, served.version, arrays)
+        return key, self.cache.get(key)
+
+    def infer(self, name: str, version: str | None, inputs: Mapping[str, NDArray[Any]]
+              ) -> InferResult:
+        """Synchronous path (in-process API, batch jobs)."""
+        served, arrays = self._prepare(name, version, inputs)
+        t0 = time.perf_counter()
+        key, hit = self._cached(served, arrays)
+        if hit is not None:
+            return self._finish(served, arrays, hit, t0, None)
+        outputs = self._predict(served, arrays)
+        return self._finish(served, arrays, outputs, t0, key)
+
+    async def infer_async(self, name: str, version: str | None,
+                          inputs: Mapping[str, NDArray[Any]]) -> InferResult:
+        served, arrays = self._prepare(name, version, inputs)
+        t0 = time.perf_counter()
+        key, hit = self._cached(served, arrays)
+        if hit is not None:
+            return self._finish(served, arrays, hit, t0, None)
+        if self.max_batch_size > 1:
+            outputs = await self._batcher(served).submit(arrays)
+        elif served.inline:
+            outputs = self._predict(served, arrays)
+        else:
+            outputs = await asyncio.get_running_loop().run_in_executor(
+                self._pool, self._predict, served, arrays)
+        return self._finish(served, arrays, outputs, t0, key)
+
+    def _predict(self, served: ServedModel, arrays: Arrays) -> Arrays:
+        try:
+            return served.predict(arrays)
+        except InferenceFailed:
+            self.telemetry.error(served.name, served.version, "inference")
+            raise
+        except Exception as exc:  # a backend bug must not take the daemon down
+            self.telemetry.error(served.name, served.version, "inference")
+            raise InferenceFailed(served.name, served.version, f"{type(exc).__name__}: {exc}"
+                                  ) from exc
+
+    def _batcher(self, served: ServedModel) -> DynamicBatcher:
+        batcher = self._batchers.get(id(served))
+        if batcher is None:
+            for key in [k for k, b in self._batchers.items()
+                        if k not in {id(s) for s in self.registry.models()}]:
+                self._batchers.pop(key).close()
+
+            async def run(arrays: Arrays) -> Arrays:
+                if served.inline:
+                    return self._predict(served, arrays)
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(self._pool, self._predict, served, arrays)
+
+            batcher = DynamicBatcher(run, max_batch_size=self.max_batch_size,
+                                     max_delay_s=self.max_queue_delay_s)
+            self._batchers[id(served)] = batcher
+        return batcher
+
+    def close(self) -> None:
+        for b in self._batchers.values():
+            b.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,236 @@
+"""Rolling request/error/latency windows per model version, plus interval drains for persistence.
+
+A ``MetricsWindow`` keeps a ring of fixed-length time slots, so a snapshot over the last N
+seconds merges at most ``slots`` small histograms and old data expires by being overwritten,
+with no per-request allocation. Each request is counted three times: into its slot (rolling
+views for health checks and /metrics), into cumulative totals (Prometheus counters) and into the
+current interval (what the daemon persists to SQLite and sends to the fleet). Draining an
+interval therefore never disturbs the rolling window.
+
+A failed request is counted with ``record_error`` only: it is a request (``requests`` counts
+it) but its latency is not mixed into the latency of served requests.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge_runtime.monitor.histogram import LogHistogram
+
+Clock = Callable[[], float]
+ModelKey = tuple[str, str]
+
+
+@dataclass
+class IntervalStats:
+    """Counts over some span of time: one ring slot, one drain interval, or everything."""
+
+    requests: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    latency: LogHistogram = field(default_factory=LogHistogram)
+    items: int = 0
+
+    def add_request(self, latency_s: float, items: int) -> None:
+        self.requests += 1
+        self.items += items
+        self.latency.record(latency_s)
+
+    def add_error(self, kind: str) -> None:
+        self.requests += 1
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+    def merge(self, other: IntervalStats) -> None:
+        self.requests += other.requests
+        self.items += other.items
+        for kind, n in other.errors.items():
+            self.errors[kind] = self.errors.get(kind, 0) + n
+        self.latency.merge(other.latency)
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+
+@dataclass(frozen=True)
+class WindowSnapshot:
+    """Stats over the last ``window_seconds`` (the span actually covered, see ``snapshot``)."""
+
+    requests: int
+    errors: dict[str, int]
+    error_rate: float
+    throughput_rps: float
+    p50: float | None
+    p95: float | None
+    p99: float | None
+    window_seconds: float
+    items: int = 0
+
+
+@dataclass(frozen=True)
+class WindowTotals:
+    """Cumulative counts since the window was created, for Prometheus counters."""
+
+    requests: int
+    errors: dict[str, int]
+    latency_sum: float
+    latency_count: int
+    items: int
+
+
+class MetricsWindow:
+    """Ring of ``slots`` slots of ``slot_seconds`` each. Not thread-safe: ``ModelMetrics`` locks."""
+
+    def __init__(
+        self, slot_seconds: float = 10.0, slots: int = 90, *, clock: Clock = time.monotonic
+    ) -> None:
+        if slot_seconds <= 0 or slots < 1:
+            raise ValueError(f"need slot_seconds > 0 and slots >= 1, got {slot_seconds}, {slots}")
+        self.slot_seconds = slot_seconds
+        self.slots = slots
+        self._clock = clock
+        self._started = clock()
+        self._epochs: list[int | None] = [None] * slots
+        self._ring = [IntervalStats() for _ in range(slots)]
+        self._total = IntervalStats()
+        self._interval = IntervalStats()
+
+    def _slot(self) -> IntervalStats:
+        """The slot for now, cleared first if it still holds a slot from a previous lap."""
+        epoch = math.floor(self._clock() / self.slot_seconds)
+        pos = epoch % self.slots
+        if self._epochs[pos] != epoch:
+            self._epochs[pos] = epoch
+            self._ring[pos] = IntervalStats()
+        return self._ring[pos]
+
+    def record(self, latency_s: float, *, items: int = 1) -> None:
+        """Count one served request (``items`` batch rows) that took ``latency_s`` seconds."""
+        self._slot().add_request(latency_s, items)
+        self._total.add_request(latency_s, items)
+        self._interval.add_request(latency_s, items)
+
+    def record_error(self, kind: str) -> None:
+        """Count one failed request; ``kind`` is a short stable label (e.g. "input_invalid")."""
+        self._slot().add_error(kind)
+        self._total.add_error(kind)
+        self._interval.add_error(kind)
+
+    def snapshot(self, seconds: float) -> WindowSnapshot:
+        """Merge the slots of the last ``seconds`` (capped at the ring's span).
+
+        The current slot is only partly over, so the covered span runs from the start of the
+        oldest merged slot (or the window's creation, if later) to now; throughput divides by
+        that span, not by ``seconds``, so a fresh window does not under-report.
+        """
+        now = self._clock()
+        current = math.floor(now / self.slot_seconds)
+        wanted = min(self.slots, max(1, math.ceil(seconds / self.slot_seconds)))
+        merged = IntervalStats()
+        for epoch in range(current - wanted + 1, current + 1):
+            pos = epoch % self.slots
+            if self._epochs[pos] == epoch:
+                merged.merge(self._ring[pos])
+        start = max((current - wanted + 1) * self.slot_seconds, self._started)
+        return _to_snapshot(merged, max(now - start, 0.0))
+
+    def totals(self) -> WindowTotals:
+        t = self._total
+        return WindowTotals(t.requests, dict(t.errors), t.latency.sum, t.latency.count, t.items)
+
+    def drain(self) -> IntervalStats:
+        """Hand over the counts since the last drain and start a new interval."""
+        out, self._interval = self._interval, IntervalStats()
+        return out
+
+
+def _to_snapshot(stats: IntervalStats, span: float) -> WindowSnapshot:
+    hist = stats.latency
+    p50, p95, p99 = (hist.quantile(q) if hist.count else None for q in (0.5, 0.95, 0.99))
+    return WindowSnapshot(
+        requests=stats.requests,
+        errors=dict(stats.errors),
+        error_rate=stats.error_count / stats.requests if stats.requests else 0.0,
+        throughput_rps=stats.requests / span if span > 0 else 0.0,
+        p50=p50,
+        p95=p95,
+        p99=p99,
+        window_seconds=span,
+        items=stats.items,
+    )
+
+
+class ModelMetrics:
+    """Thread-safe map of (model, version) -> ``MetricsWindow``; what handlers and the daemon use.
+
+    ``wall_clock`` stamps drained intervals (they are stored and compared across devices), while
+    windows use the monotonic ``clock`` so NTP jumps do not corrupt rates.
+    """
+
+    def __init__(
+        self,
+        *,
+        slot_seconds: float = 10.0,
+        slots: int = 90,
+        clock: Clock = time.monotonic,
+        wall_clock: Clock = time.time,
+    ) -> None:
+        self._slot_seconds = slot_seconds
+        self._slots = slots
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._lock = threading.Lock()
+        self._windows: dict[ModelKey, MetricsWindow] = {}
+        self._last_drain = wall_clock()
+
+    def _window(self, model: str, version: str) -> MetricsWindow:
+        key = (model, version)
+        window = self._windows.get(key)
+        if window is None:
+            window = MetricsWindow(self._slot_seconds, self._slots, clock=self._clock)
+            self._windows[key] = window
+        return window
+
+    def record(self, model: str, version: str, latency_s: float, *, items: int = 1) -> None:
+        with self._lock:
+            self._window(model, version).record(latency_s, items=items)
+
+    def record_error(self, model: str, version: str, kind: str) -> None:
+        with self._lock:
+            self._window(model, version).record_error(kind)
+
+    def snapshot_all(self, seconds: float) -> dict[ModelKey, WindowSnapshot]:
+        with self._lock:
+            return {key: w.snapshot(seconds) for key, w in sorted(self._windows.items())}
+
+    def totals_all(self) -> dict[ModelKey, WindowTotals]:
+        with self._lock:
+            return {key: w.totals() for key, w in sorted(self._windows.items())}
+
+    def drain_interval(self) -> list[dict[str, Any]]:
+        """JSON-safe counts per model version since the previous drain; idle versions are left out.
+
+        ``start`` is the previous drain's wall-clock time (or creation), ``end`` is now.
+        """
+        with self._lock:
+            end = self._wall_clock()
+            start, self._last_drain = self._last_drain, end
+            drained = [(key, w.drain()) for key, w in sorted(self._windows.items())]
+        return [
+            {
+                "model": model,
+                "version": version,
+                "start": start,
+                "end": end,
+                "requests": stats.requests,
+                "errors": dict(stats.errors),
+                "items": stats.items,
+                "latency": stats.latency.to_dict(),
+            }
+            for (model, version), stats in drained
+            if stats.requests
+        ]

@@ -1,0 +1,138 @@
+"""Loaded models and the active version of each name: load the new one, smoke-test it, flip the
+reference, and only then unload the old one (blue-green inside one process)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from edge_runtime.backends import Backend, BackendOptions, LoadedModel, get_backend
+from edge_runtime.errors import EdgeRuntimeError, ModelNotFound, ModelNotReady, SwapError
+from edge_runtime.manifest import TensorSpec
+from edge_runtime.store.models import InstalledModel
+
+# A model whose smoke inference takes longer than this runs in a worker thread, not inline on
+# the event loop (a slow model must not stall health checks and small requests).
+INLINE_MAX_SECONDS = 0.002
+
+
+@dataclass
+class ServedModel:
+    installed: InstalledModel
+    runtime: LoadedModel
+    smoke_seconds: float
+    _inflight: int = 0
+    _idle: threading.Condition = field(default_factory=threading.Condition)
+
+    @property
+    def name(self) -> str:
+        return self.installed.name
+
+    @property
+    def version(self) -> str:
+        return self.installed.version
+
+    @property
+    def inline(self) -> bool:
+        return self.smoke_seconds <= INLINE_MAX_SECONDS
+
+    def predict(self, inputs: Mapping[str, NDArray[Any]]) -> dict[str, NDArray[Any]]:
+        with self._idle:
+            self._inflight += 1
+        try:
+            return self.runtime.predict(inputs)
+        finally:
+            with self._idle:
+                self._inflight -= 1
+                if self._inflight == 0:
+                    self._idle.notify_all()
+
+    def unload(self, timeout: float = 30.0) -> None:
+        """Wait for in-flight requests on this version, then free it."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._inflight == 0, timeout=timeout)
+        self.runtime.unload()
+
+
+def smoke_inputs(specs: tuple[TensorSpec, ...]) -> dict[str, NDArray[Any]]:
+    """Batch-1 zeros shaped from the manifest signature (dynamic dims become 1)."""
+    out = {}
+    for spec in specs:
+        shape = tuple(d if isinstance(d, int) else 1 for d in spec.shape)
+        dtype = np.dtype(object) if spec.dtype == "string" else np.dtype(spec.dtype)
+        out[spec.name] = np.full(shape, "") if dtype.kind == "O" else np.zeros(shape, dtype)
+    return out
+
+
+class Registry:
+    def __init__(self, *, options: BackendOptions | None = None,
+                 backends: Mapping[str, Backend] | None = None) -> None:
+        self._options = options or BackendOptions()
+        self._backends = backends
+        self._active: dict[str, ServedModel] = {}
+        self._lock = threading.Lock()
+
+    def load(self, model: InstalledModel) -> ServedModel:
+        """Load and smoke-test a version without serving it. Raises SwapError on failure."""
+        backend = get_backend(model.manifest.format, registry=self._backends)
+        runtime = backend.load(model.model_path, model.manifest, self._options)
+        try:
+            seconds = self._smoke(model, runtime)
+        except BaseException:
+            runtime.unload()
+            raise
+        return ServedModel(model, runtime, seconds)
+
+    @staticmethod
+    def _smoke(model: InstalledModel, runtime: LoadedModel) -> float:
+        m = model.manifest
+        inputs = smoke_inputs(m.inputs)
+        runtime.predict(inputs)  # warm-up: first runs allocate
+        t0 = time.perf_counter()
+        try:
+            outputs = runtime.predict(inputs)
+        except EdgeRuntimeError as exc:
+            raise SwapError(m.name, m.version, f"smoke inference failed: {exc}") from exc
+        seconds = time.perf_counter() - t0
+        missing = [o.name for o in m.outputs if o.name not in outputs]
+        if missing:
+            raise SwapError(m.name, m.version, f"smoke inference did not return {missing}")
+        return seconds
+
+    def activate(self, served: ServedModel) -> ServedModel | None:
+        """Flip the active reference; returns the version it replaced (still loaded)."""
+        with self._lock:
+            old = self._active.get(served.name)
+            self._active[served.name] = served
+        return old
+
+    def deactivate(self, name: str) -> ServedModel | None:
+        with self._lock:
+            return self._active.pop(name, None)
+
+    def get(self, name: str, version: str | None = None) -> ServedModel:
+        served = self._active.get(name)
+        if served is None:
+            raise ModelNotFound(name, version)
+        if version is not None and version != served.version:
+            raise ModelNotReady(name, version)
+        return served
+
+    def active(self, name: str) -> ServedModel | None:
+        return self._active.get(name)
+
+    def models(self) -> list[ServedModel]:
+        with self._lock:
+            return sorted(self._active.values(), key=lambda s: s.name)
+
+    def close(self) -> None:
+        with self._lock:
+            served, self._active = list(self._active.values()), {}
+        for s in served:
+            s.unload(timeout=5.0)

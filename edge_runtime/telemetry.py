@@ -1,0 +1,137 @@
+"""Local monitoring hub: request metrics and drift histograms per model version, flushed to
+SQLite (telemetry + outbox) every interval.
+
+Drift counting is amortised: requests are buffered (bounded in rows and bytes) and counted in one
+vectorised update, so the per-request cost on the hot path is an append.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from edge_runtime.monitor.drift import DriftAccumulator
+from edge_runtime.monitor.window import ModelMetrics
+from edge_runtime.package import REFERENCE_STATS
+from edge_runtime.store.models import InstalledModel
+from edge_runtime.store.telemetry import TelemetryStore
+
+log = logging.getLogger("edge_runtime.telemetry")
+Arrays = Mapping[str, NDArray[Any]]
+DRIFT_BUFFER_ROWS = 256
+DRIFT_BUFFER_BYTES = 1 << 20
+
+
+@dataclass
+class _DriftSlot:
+    acc: DriftAccumulator
+    pending: list[tuple[Arrays, Arrays]] = field(default_factory=list)
+    rows: int = 0
+    nbytes: int = 0
+    start: float = field(default_factory=time.time)
+
+    def add(self, inputs: Arrays, outputs: Arrays, rows: int) -> bool:
+        self.pending.append((inputs, outputs))
+        self.rows += rows
+        self.nbytes += sum(a.nbytes for a in inputs.values())
+        return self.rows >= DRIFT_BUFFER_ROWS or self.nbytes >= DRIFT_BUFFER_BYTES
+
+    def count(self) -> None:
+        pending, self.pending, self.rows, self.nbytes = self.pending, [], 0, 0
+        if not pending:
+            return
+        ins = _concat([p[0] for p in pending])
+        outs = _concat([p[1] for p in pending])
+        self.acc.update(ins, outs)
+
+
+def _concat(parts: list[Arrays]) -> dict[str, NDArray[Any]]:
+    if len(parts) == 1:
+        return dict(parts[0])
+    out = {}
+    for key in parts[0]:
+        arrays = [p[key] for p in parts if key in p]
+        try:
+            out[key] = np.concatenate(arrays)
+        except ValueError:  # different non-batch shapes: count the first shape only
+            out[key] = np.concatenate([a for a in arrays if a.shape[1:] == arrays[0].shape[1:]])
+    return out
+
+
+class Telemetry:
+    def __init__(self, store: TelemetryStore | None, *, monitoring: bool = True,
+                 drift: bool = True) -> None:
+        self.store = store
+        self.monitoring = monitoring
+        self.drift = drift
+        self.metrics = ModelMetrics()
+        self._drift: dict[tuple[str, str], _DriftSlot] = {}
+        self._no_ref: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    def attach(self, model: InstalledModel) -> None:
+        """Start drift counting for a loaded version, from the reference stats it shipped with."""
+        key = (model.name, model.version)
+        if key in self._drift or key in self._no_ref:
+            return
+        try:
+            ref = json.loads((model.path / REFERENCE_STATS).read_text())
+            slot = _DriftSlot(DriftAccumulator(ref))
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("%s %s: no drift histograms (%s)", model.name, model.version, exc)
+            self._no_ref.add((model.name, model.version))
+            return
+        with self._lock:
+            self._drift[(model.name, model.version)] = slot
+
+    def observe(self, model: InstalledModel, latency_s: float, rows: int, inputs: Arrays,
+                outputs: Arrays) -> None:
+        if self.monitoring:
+            self.metrics.record(model.name, model.version, latency_s, items=rows)
+        if not self.drift:
+            return
+        slot = self._drift.get((model.name, model.version))
+        if slot is None:
+            self.attach(model)
+            slot = self._drift.get((model.name, model.version))
+        if slot is not None:
+            with self._lock:
+                full = slot.add(inputs, outputs, rows)
+                if full:
+                    slot.count()
+
+    def error(self, name: str, version: str, kind: str) -> None:
+        if self.monitoring:
+            self.metrics.record_error(name, version, kind)
+
+    def flush(self) -> int:
+        """Persist what accumulated since the last flush; returns rows written."""
+        rows: list[dict[str, Any]] = []
+        for item in self.metrics.drain_interval():
+            rows.append({"kind": "metrics", "model": item["model"], "version": item["version"],
+                         "start": item["start"], "end": item["end"], "payload": item})
+        now = time.time()
+        with self._lock:
+            for (name, version), slot in self._drift.items():
+                slot.count()
+                snap = slot.acc.snapshot(reset=True)
+                start, slot.start = slot.start, now
+                if _has_data(snap):
+                    rows.append({"kind": "drift", "model": name, "version": version,
+                                 "start": start, "end": now, "payload": snap})
+        if self.store is not None and rows:
+            self.store.append(rows)
+        return len(rows)
+
+
+def _has_data(snap: Mapping[str, Any]) -> bool:
+    return any(f.get("n", 0) for f in snap.get("features", [])) or any(
+        o.get("n", 0) for o in snap.get("outputs", []))
