@@ -17,6 +17,7 @@ from edge_runtime.cliopts import (
     store_opt,
     unsigned_opt,
 )
+from edge_runtime.errors import EdgeRuntimeError
 from edge_runtime.settings import ServeSettings
 from edge_runtime.textable import render
 
@@ -127,8 +128,12 @@ def status_cmd(store: Path | None, config: Path | None, as_json: bool) -> None:
 
     settings = load_settings(config, store=store)
     info = RunInfo.read(settings.store)
-    doc = (AdminClient(info).call("GET", "/admin/status") if info is not None
-           else offline_status(ModelStore(settings.store)))
+    try:
+        doc = AdminClient(info).call("GET", "/admin/status") if info is not None else None
+    except EdgeRuntimeError:  # stopping or hung: fall back to what it persisted
+        doc = None
+    if doc is None:
+        doc = offline_status(ModelStore(settings.store))
     echo(doc, as_json, _status_text(doc))
 
 

@@ -93,7 +93,8 @@ class Daemon:
                                restore=False)
         self.admin_token = secrets.token_urlsafe(24)
         self.app = App(self.runtime, token=settings.token, admin_token=self.admin_token,
-                       max_body_bytes=settings.max_body_bytes)
+                       max_body_bytes=settings.max_body_bytes, on_shutdown=self.shutdown)
+        self._closed = False
 
     def run(self) -> None:
         try:
@@ -115,7 +116,7 @@ class Daemon:
             sockets.append(_unix_socket(s.uds))
         host, port = sockets[0].getsockname()[:2]
         self._write_run_file(f"http://{host}:{port}")
-        config = uvicorn.Config(self.app, http="httptools", lifespan="off", access_log=False,
+        config = uvicorn.Config(self.app, http="httptools", lifespan="on", access_log=False,
                                 log_level=s.log_level, timeout_keep_alive=30)
         server = uvicorn.Server(config)
         flusher = asyncio.get_running_loop().create_task(self._flush_loop())
@@ -126,9 +127,16 @@ class Daemon:
             await server.serve(sockets=sockets)
         finally:
             flusher.cancel()
-            self.app.ready = False
-            self.runtime.close()
-            (s.store / RUN_FILE).unlink(missing_ok=True)
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        """Flush telemetry, free models, remove the run file (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.app.ready = False
+        self.runtime.close()
+        (self.settings.store / RUN_FILE).unlink(missing_ok=True)
 
     async def _flush_loop(self) -> None:
         loop = asyncio.get_running_loop()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from edge_runtime import __version__
@@ -56,11 +57,12 @@ def _split_model_path(rest: str) -> tuple[str, str | None, str]:
 
 class App:
     def __init__(self, runtime: Runtime, *, token: str | None, admin_token: str,
-                 max_body_bytes: int) -> None:
+                 max_body_bytes: int, on_shutdown: Callable[[], None] | None = None) -> None:
         self.rt = runtime
         self._token = f"Bearer {token}".encode() if token else None
         self._admin = admin.Admin(runtime, f"Bearer {admin_token}".encode())
         self._limit = max_body_bytes
+        self._on_shutdown = on_shutdown
         self.ready = False
 
     async def __call__(self, scope: Scope, receive: Receive, send_: Send) -> None:
@@ -85,6 +87,11 @@ class App:
             if message["type"] == "lifespan.startup":
                 await send_({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                # uvicorn re-raises the captured SIGTERM once serve() returns, so cleanup that
+                # must happen (telemetry flush, run file) happens here, not after serve().
+                self.ready = False
+                if self._on_shutdown is not None:
+                    self._on_shutdown()
                 await send_({"type": "lifespan.shutdown.complete"})
                 return
 

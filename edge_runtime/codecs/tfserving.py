@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
+import numpy as np
 from numpy.typing import NDArray
 
 from edge_runtime.codecs._json import dumps, jsonable, loads, to_array
@@ -110,5 +111,10 @@ def _predictions(outputs: Mapping[str, NDArray[Any]]) -> Any:
     if len(sizes) != 1:
         raise PayloadInvalid(f"outputs have different batch sizes {sorted(sizes)}; send the "
                              'request in columnar format ("inputs")')
-    columns = {name: jsonable(arr, name) for name, arr in outputs.items()}
+    # per-row values must be Python scalars/lists: orjson does not serialise numpy scalars
+    columns = {name: _as_list(jsonable(arr, name)) for name, arr in outputs.items()}
     return [{name: col[i] for name, col in columns.items()} for i in range(sizes.pop())]
+
+
+def _as_list(value: Any) -> Any:
+    return value.tolist() if isinstance(value, np.ndarray) else value
