@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from edge_runtime.signing import Signer, TrustStore, generate_keypair
+from tests.broker import Broker
 
 
 @dataclass(frozen=True)
@@ -85,3 +87,11 @@ def build_package(out_dir: Path, signer: Signer | None, *, name: str = "gemm",
     src_path.unlink()
     calib.unlink()
     return result.package
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    """A fresh mosquitto on a free loopback port for this test."""
+    b = Broker(tmp_path).start()
+    yield b
+    b.stop()
