@@ -40,7 +40,7 @@ MIGRATIONS: tuple[str, ...] = (
 
 
 class Database:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, migrations: tuple[str, ...] = MIGRATIONS) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
@@ -50,12 +50,12 @@ class Database:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA busy_timeout=30000")
-        self._migrate()
+        self._migrate(migrations)
 
-    def _migrate(self) -> None:
+    def _migrate(self, migrations: tuple[str, ...]) -> None:
         with self.transaction() as cur:
             version = cur.execute("PRAGMA user_version").fetchone()[0]
-            for i, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            for i, script in enumerate(migrations[version:], start=version + 1):
                 for statement in filter(str.strip, script.split(";")):
                     cur.execute(statement)
                 cur.execute(f"PRAGMA user_version = {i}")

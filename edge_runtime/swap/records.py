@@ -43,8 +43,9 @@ def _from_row(row: Any) -> SwapRecord:
 
 def unfinished(db: Database) -> list[SwapRecord]:
     done = tuple(s.value for s in TERMINAL)
+    # a deploy that reached INSTALLED still has its activation ahead of it
     rows = db.query(f"SELECT * FROM swaps WHERE state NOT IN ({', '.join('?' * len(done))}) "
-                    "ORDER BY id", done)
+                    "OR (kind = 'deploy' AND state = 'installed') ORDER BY id", done)
     return [_from_row(r) for r in rows]
 
 

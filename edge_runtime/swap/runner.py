@@ -48,13 +48,17 @@ class SwapRunner:
                  after_save: Hook = _no_hook, probation: Probation = _pass_probation) -> None:
         self.store = store
         self.registry = registry
-        self._on_change = on_change
+        self._listeners: list[Hook] = [on_change]
         self._after_save = after_save  # fault injection in tests (e.g. SIGKILL at a state)
-        self._probation = probation
+        self.probation = probation  # the fleet agent replaces it to watch fleet deployments
         self._lock = threading.RLock()
         self._packages: dict[int, Package] = {}
         self._pending: dict[str, ServedModel] = {}  # loaded, not yet active
         self._replaced: dict[str, ServedModel] = {}  # was active, not yet unloaded
+
+    def add_listener(self, hook: Hook) -> None:
+        """Called (on the swapping thread) after every saved state change."""
+        self._listeners.append(hook)
 
     # -- commands ---------------------------------------------------------------------------
     def install(self, package: str | Path, *, deployment: str | None = None) -> SwapRecord:
@@ -86,6 +90,35 @@ class SwapRunner:
                          target=target, reason=reason, history=(State.ROLLING_BACK.value,))
         return self._start(rec, (Action.SWITCH_BACK,))
 
+    def begin_deploy(self, name: str, version: str, package: str | Path, *,
+                     deployment: str | None = None) -> SwapRecord:
+        """A fleet deployment: saved in DOWNLOADING; the agent downloads, then calls
+        ``downloaded`` (or ``fail``/``abort``). It continues through activation by itself."""
+        ref = self.store.active(name)
+        rec = SwapRecord("deploy", name, version, State.DOWNLOADING, package=str(package),
+                         previous=ref.version if ref else None, deployment=deployment,
+                         history=(State.DOWNLOADING.value,))
+        with self._lock:
+            return self._save(rec)
+
+    def downloaded(self, record: SwapRecord) -> SwapRecord:
+        with self._lock:
+            return self._continue(self._drive(record, Event.OK))
+
+    def fail(self, record: SwapRecord, reason: str) -> SwapRecord:
+        with self._lock:
+            return self._drive(record, Event.FAIL, reason)
+
+    def abort(self, record: SwapRecord, reason: str) -> SwapRecord:
+        with self._lock:
+            return self._drive(record, Event.ABORT, reason)
+
+    def _continue(self, rec: SwapRecord) -> SwapRecord:
+        """A deploy goes on from INSTALLED to activation; an install stops there."""
+        if rec.kind == "deploy" and rec.state is State.INSTALLED:
+            return self._drive(rec, Event.ACTIVATE)
+        return rec
+
     def finish_probation(self, record: SwapRecord, ok: bool, reason: str = "") -> SwapRecord:
         with self._lock:
             return self._drive(record, Event.OK if ok else Event.FAIL, reason)
@@ -97,7 +130,7 @@ class SwapRunner:
             for rec in records.unfinished(self.store.db):
                 log.warning("recovering swap %s %s %s from %s", rec.kind, rec.name, rec.version,
                             rec.state)
-                done.append(self._drive(rec, Event.RECOVER))
+                done.append(self._continue(self._drive(rec, Event.RECOVER)))
         return done
 
     def restore_active(self) -> list[str]:
@@ -141,12 +174,13 @@ class SwapRunner:
     def _save(self, rec: SwapRecord) -> SwapRecord:
         rec = records.save(self.store.db, rec)
         self._after_save(rec)
-        self._on_change(rec)
+        for listener in self._listeners:
+            listener(rec)
         return rec
 
     # -- entry actions: return the next event, or None when the state waits ------------------
     def _do_download(self, rec: SwapRecord) -> Event | None:
-        raise SwapError(rec.name, rec.version, "downloads are done by the fleet agent")
+        return None  # the fleet agent downloads (and resumes after a restart), then calls back
 
     def _do_verify(self, rec: SwapRecord) -> Event:
         assert rec.package is not None and rec.id is not None
@@ -185,7 +219,7 @@ class SwapRunner:
         return Event.OK
 
     def _do_probation(self, rec: SwapRecord) -> Event | None:
-        return self._probation(rec)
+        return self.probation(rec)
 
     def _do_unload_old(self, rec: SwapRecord) -> None:
         old = self._replaced.pop(rec.name, None)
