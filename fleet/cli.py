@@ -43,6 +43,17 @@ def _add_convert() -> None:
 _add_convert()
 
 
+def _add_fleet() -> None:
+    from fleet import cli_fleet, cli_rollout, cli_sim
+
+    for cmd in (cli_fleet.serve_cmd, cli_fleet.devices, cli_fleet.models, cli_fleet.deploy_cmd,
+                cli_rollout.rollout, cli_sim.sim_cmd):
+        cli.add_command(cmd)
+
+
+_add_fleet()
+
+
 def main() -> None:
     run_cli(cli)
 

@@ -108,6 +108,10 @@ class DeviceAgent:
             await self._publish_status("offline", retain=True)
         await self.link.stop()
 
+    def wake_outbox(self) -> None:
+        """Send what the outbox holds now (after a telemetry flush) instead of within 1 s."""
+        self._outbox_wake.set()
+
     def _will(self) -> tuple[str, bytes, bool]:
         """Called before every (re)connect: a new session number, and its offline will."""
         self._session += 1
@@ -190,7 +194,7 @@ class DeviceAgent:
         else:
             rec = await self._deploy(name, target)
         if rec.state is State.PROBATION:
-            await self._watch_probation(rec, target.probation)
+            await self._watch_probation(rec, target)
 
     async def _deploy(self, name: str, target: m.ModelTarget) -> SwapRecord:
         rec = self._resumable(name, target) or self.rt.swaps.begin_deploy(
@@ -257,12 +261,14 @@ class DeviceAgent:
         errors = sum(snap.errors.values())
         return Observed(snap.requests, errors, snap.p95)
 
-    async def _watch_probation(self, rec: SwapRecord, limits: m.Probation) -> None:
+    async def _watch_probation(self, rec: SwapRecord, target: m.ModelTarget) -> None:
         old = self._observed(rec.name, rec.previous)
         start = self._loop.time()
         while True:
             new = self._observed(rec.name, rec.version) or Observed(0, 0, None)
-            verdict = judge(limits, new, old, elapsed_s=self._loop.time() - start)
+            verdict = judge(target.probation, new, old, elapsed_s=self._loop.time() - start)
+            if verdict is None and self._superseded(rec.name, target):
+                verdict = True, "probation cut short: a newer desired state arrived"
             if verdict is not None:
                 ok, reason = verdict
                 await self._in_thread(self.rt.swaps.finish_probation, rec, ok, reason)

@@ -115,6 +115,10 @@ class InMemoryLink:
     async def next_message(self) -> Message:
         return await self.queue.get()
 
+    def next_message_nowait(self) -> Message:
+        """Raises asyncio.QueueEmpty when nothing is waiting."""
+        return self.queue.get_nowait()
+
     async def stop(self) -> None:
         self._stopping = True
         self._connected = False

@@ -235,3 +235,7 @@ class MqttLink:
 
     async def next_message(self) -> Message:
         return await self._queue.get()
+
+    def next_message_nowait(self) -> Message:
+        """Raises asyncio.QueueEmpty when nothing is waiting."""
+        return self._queue.get_nowait()
