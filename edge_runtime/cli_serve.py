@@ -30,6 +30,12 @@ from edge_runtime.cliopts import config_opt, keys_opt, load_settings, store_opt,
 @click.option("--drift/--no-drift", default=None)
 @click.option("--telemetry-interval", "telemetry_interval_s", type=float, default=None)
 @click.option("--log-level", default=None)
+@click.option("--fleet-url", "fleet_url", default=None,
+              help="Join a fleet: mqtt://[user:pass@]host:port (or mqtts://).")
+@click.option("--fleet", "fleet", default=None, help="Fleet name (default: default).")
+@click.option("--device-id", default=None, help="Device id in the fleet (default: host name).")
+@click.option("--group", "device_group", default=None)
+@click.option("--tags", "device_tags", default=None, help="Comma-separated device tags.")
 def serve_cmd(config: Path | None, **kw: Any) -> None:
     """Serve the store's active models over HTTP (KServe V2, TF-Serving, /predict)."""
     from edge_runtime.daemon import Daemon, profile_defaults, resolve_profile

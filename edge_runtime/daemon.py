@@ -120,6 +120,7 @@ class Daemon:
                                 log_level=s.log_level, timeout_keep_alive=30)
         server = uvicorn.Server(config)
         flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+        agent = await self._start_agent()
         self.app.ready = True
         log.info("serving %d model(s) on http://%s:%d%s", len(self.runtime.registry.models()),
                  host, port, f" and {s.uds}" if s.uds else "")
@@ -127,7 +128,32 @@ class Daemon:
             await server.serve(sockets=sockets)
         finally:
             flusher.cancel()
+            if agent is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(agent.stop(), 3.0)
             self.shutdown()
+
+    async def _start_agent(self) -> Any:
+        """The fleet link, when a broker is configured: desired state in, events out."""
+        s = self.settings
+        if not s.fleet_url:
+            return None
+        import socket as socket_mod
+
+        from edge_runtime.agent import AgentSettings, DeviceAgent
+        from edge_runtime.protocol.link import MqttSettings
+        from edge_runtime.protocol.mqtt import MqttLink
+
+        mqtt = MqttSettings.from_url(s.fleet_url, ca_file=s.mqtt_ca_file,
+                                     cert_file=s.mqtt_cert_file, key_file=s.mqtt_key_file)
+        agent = DeviceAgent(
+            self.runtime, lambda **kw: MqttLink(mqtt, **kw),
+            AgentSettings(s.device_id or socket_mod.gethostname().split(".")[0], fleet=s.fleet,
+                          tags=s.device_tags, group=s.device_group, profile=self.profile.name,
+                          heartbeat_s=s.heartbeat_s))
+        await agent.start()
+        log.info("fleet agent %s on %s", agent.device, s.fleet_url)
+        return agent
 
     def shutdown(self) -> None:
         """Flush telemetry, free models, remove the run file (idempotent)."""

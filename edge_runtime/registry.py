@@ -28,7 +28,12 @@ class ServedModel:
     runtime: LoadedModel
     smoke_seconds: float
     _inflight: int = 0
-    _idle: threading.Condition = field(default_factory=threading.Condition)
+    _draining: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _idle: threading.Condition = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._idle = threading.Condition(self._lock)
 
     @property
     def name(self) -> str:
@@ -43,19 +48,22 @@ class ServedModel:
         return self.smoke_seconds <= INLINE_MAX_SECONDS
 
     def predict(self, inputs: Mapping[str, NDArray[Any]]) -> dict[str, NDArray[Any]]:
-        with self._idle:
+        # Hot path: the plain lock, and a notify only while unload() is waiting.
+        lock = self._lock
+        with lock:
             self._inflight += 1
         try:
             return self.runtime.predict(inputs)
         finally:
-            with self._idle:
+            with lock:
                 self._inflight -= 1
-                if self._inflight == 0:
+                if self._inflight == 0 and self._draining:
                     self._idle.notify_all()
 
     def unload(self, timeout: float = 30.0) -> None:
         """Wait for in-flight requests on this version, then free it."""
         with self._idle:
+            self._draining = True
             self._idle.wait_for(lambda: self._inflight == 0, timeout=timeout)
         self.runtime.unload()
 
@@ -93,13 +101,13 @@ class Registry:
     def _smoke(model: InstalledModel, runtime: LoadedModel) -> float:
         m = model.manifest
         inputs = smoke_inputs(m.inputs)
-        runtime.predict(inputs)  # warm-up: first runs allocate
-        t0 = time.perf_counter()
         try:
+            runtime.predict(inputs)  # warm-up: first runs allocate
+            t0 = time.perf_counter()
             outputs = runtime.predict(inputs)
+            seconds = time.perf_counter() - t0
         except EdgeRuntimeError as exc:
             raise SwapError(m.name, m.version, f"smoke inference failed: {exc}") from exc
-        seconds = time.perf_counter() - t0
         missing = [o.name for o in m.outputs if o.name not in outputs]
         if missing:
             raise SwapError(m.name, m.version, f"smoke inference did not return {missing}")

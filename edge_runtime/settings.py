@@ -66,6 +66,17 @@ class ServeSettings:
     telemetry_retention_s: float = _doc("telemetry rows older than this are dropped",
                                         default=7 * 86400.0)
     log_level: str = _doc("logging level", default="info")
+    fleet_url: str | None = _doc("broker URL for the fleet agent, mqtt://[user:pass@]host:port "
+                                 "or mqtts:// (unset: no fleet link)", default=None)
+    fleet: str = _doc("fleet name (topic root edge/v1/{fleet}/...)", default="default")
+    device_id: str | None = _doc("this device's id in the fleet (default: host name)",
+                                 default=None)
+    device_group: str | None = _doc("the device's group, for targeting", default=None)
+    device_tags: tuple[str, ...] = _doc("the device's tags, for targeting", default=())
+    heartbeat_s: float = _doc("fleet heartbeat period", default=30.0)
+    mqtt_ca_file: Path | None = _doc("CA bundle for mqtts://", default=None)
+    mqtt_cert_file: Path | None = _doc("client certificate for mqtts://", default=None)
+    mqtt_key_file: Path | None = _doc("client key for mqtts://", default=None)
     fault_kill_at: str | None = _doc("tests only: SIGKILL this process right after a swap "
                                      "record enters this state (EDGE_FAULT_KILL_AT)",
                                      default=None)
@@ -98,7 +109,7 @@ class ServeSettings:
 
 _FIELDS = {f.name: f for f in fields(ServeSettings)}
 _ENV = {"EDGE_TOKEN": "token", "EDGE_STORE": "store", "EDGE_FAULT_KILL_AT": "fault_kill_at",
-        "EDGE_PROFILE": "profile"}
+        "EDGE_PROFILE": "profile", "EDGE_FLEET_URL": "fleet_url", "EDGE_DEVICE_ID": "device_id"}
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -132,6 +143,9 @@ def _coerce_one(key: str, annotation: Any, value: Any) -> Any:
         if "tuple[Path" in kind:
             items = value.split(",") if isinstance(value, str) else value
             return tuple(Path(p) for p in items)
+        if "tuple[str" in kind:
+            items = value.split(",") if isinstance(value, str) else value
+            return tuple(str(p) for p in items if p)
         if "Path" in kind:
             return Path(value)
         if kind.startswith("bool"):

@@ -6,6 +6,7 @@ import json
 import shutil
 import time
 import uuid
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,8 +67,12 @@ class ModelStore:
             raise SwapError(m.name, m.version, "a different package with this version is "
                             "already installed")
         staging = dest.parent / f".staging-{m.version}-{uuid.uuid4().hex[:8]}"
-        pkg.extract(staging)
-        staging.rename(dest)
+        try:
+            pkg.extract(staging)
+            staging.rename(dest)
+        except (OSError, zipfile.BadZipFile) as exc:  # disk full, package gone: a failed swap
+            shutil.rmtree(staging, ignore_errors=True)
+            raise SwapError(m.name, m.version, f"cannot unpack {pkg.path} ({exc})") from exc
         return dest
 
     def clean_staging(self, name: str) -> None:

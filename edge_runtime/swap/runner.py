@@ -55,6 +55,7 @@ class SwapRunner:
         self._packages: dict[int, Package] = {}
         self._pending: dict[str, ServedModel] = {}  # loaded, not yet active
         self._replaced: dict[str, ServedModel] = {}  # was active, not yet unloaded
+        self._seen: set[int] = set()  # records this runner saved (recovered or its own)
 
     def add_listener(self, hook: Hook) -> None:
         """Called (on the swapping thread) after every saved state change."""
@@ -68,19 +69,24 @@ class SwapRunner:
         return self._start(rec, (Action.VERIFY,))
 
     def activate(self, name: str, version: str, *, deployment: str | None = None) -> SwapRecord:
+        self.recover(name)
         self.store.get(name, version)  # ModelNotFound before any record exists
         ref = self.store.active(name)
         if ref is not None and ref.version == version and self.registry.active(name):
             return SwapRecord("activate", name, version, State.COMMITTED, previous=ref.previous,
                               reason="already active")
-        rec = SwapRecord("activate", name, version, State.INSTALLED,
-                         previous=ref.version if ref else None, deployment=deployment)
+        # Re-activating the stored active version (not loaded: a local command without the
+        # daemon) keeps its rollback target instead of making it its own.
+        previous = None if ref is None else ref.previous if ref.version == version else ref.version
+        rec = SwapRecord("activate", name, version, State.INSTALLED, previous=previous,
+                         deployment=deployment)
         with self._lock:
             rec, actions = step(rec, Event.ACTIVATE)
             return self._start(rec, actions)
 
     def rollback(self, name: str, *, to: str | None = None, reason: str = "requested"
                  ) -> SwapRecord:
+        self.recover(name)
         ref = self.store.active(name)
         target = to or (ref.previous if ref else None)
         if ref is None or target is None:
@@ -123,11 +129,15 @@ class SwapRunner:
         with self._lock:
             return self._drive(record, Event.OK if ok else Event.FAIL, reason)
 
-    def recover(self) -> list[SwapRecord]:
-        """After a restart: finish or undo every swap that was under way."""
+    def recover(self, name: str | None = None) -> list[SwapRecord]:
+        """Finish or undo the swaps a stopped process left under way: all of them at start-up,
+        those of ``name`` before a new swap of it (resumed later, such a stale swap would undo
+        the new one). Swaps this runner drives itself (waiting in a state) are left alone."""
         done = []
         with self._lock:
             for rec in records.unfinished(self.store.db):
+                if rec.id in self._seen or name not in (None, rec.name):
+                    continue
                 log.warning("recovering swap %s %s %s from %s", rec.kind, rec.name, rec.version,
                             rec.state)
                 done.append(self._continue(self._drive(rec, Event.RECOVER)))
@@ -173,6 +183,8 @@ class SwapRunner:
 
     def _save(self, rec: SwapRecord) -> SwapRecord:
         rec = records.save(self.store.db, rec)
+        assert rec.id is not None
+        self._seen.add(rec.id)
         self._after_save(rec)
         for listener in self._listeners:
             listener(rec)
@@ -202,16 +214,14 @@ class SwapRunner:
 
     def _do_load(self, rec: SwapRecord) -> Event:
         assert rec.version is not None
-        installed = self.store.get(rec.name, rec.version)
-        self.store.check_files(installed)
-        self._pending[rec.name] = self.registry.load(installed)
+        self._pending[rec.name] = self._load(rec.name, rec.version)
         return Event.OK
 
     def _do_switch(self, rec: SwapRecord) -> Event:
         assert rec.version is not None
         served = self._pending.pop(rec.name, None)
         if served is None or served.version != rec.version:  # recovered: load it again
-            served = self.registry.load(self.store.get(rec.name, rec.version))
+            served = self._load(rec.name, rec.version)
         self.store.set_active(rec.name, rec.version, rec.previous)
         old = self.registry.activate(served)
         if old is not None and old is not served:
@@ -239,7 +249,7 @@ class SwapRunner:
         if served is None:
             if kept is not None:
                 kept.unload()
-            served = self.registry.load(self.store.get(rec.name, target))
+            served = self._load(rec.name, target)
         self.store.set_active(rec.name, target, rec.version)
         bad = self.registry.activate(served)
         if bad is not None and bad is not served:
@@ -251,7 +261,11 @@ class SwapRunner:
         if pending is not None:
             pending.unload()
 
-    def _load_and_activate(self, name: str, version: str) -> None:
+    def _load(self, name: str, version: str) -> ServedModel:
+        """Re-hash the unpacked files, then load: after a restart too, the disk may have changed."""
         installed = self.store.get(name, version)
         self.store.check_files(installed)
-        self.registry.activate(self.registry.load(installed))
+        return self.registry.load(installed)
+
+    def _load_and_activate(self, name: str, version: str) -> None:
+        self.registry.activate(self._load(name, version))
