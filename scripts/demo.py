@@ -3,7 +3,11 @@
 1. train a small MLP on scikit-learn's bundled digits data;
 2. generate a signing key;
 3. convert it to fp32, fp16, int8-dynamic and int8-static ONNX packages, then let `auto` choose;
-4. verify every package the way a device does (signature + sha256) and print the summary.
+4. verify every package the way a device does (signature + sha256) and print the summary;
+5. serve a package with the on-device daemon and call it over HTTP;
+6. a fleet: a local Mosquitto, the fleet manager, 20 simulated devices; publish v1-v3, deploy
+   v1, roll out v2 by canary, then roll out a deliberately broken v3 (30% errors) and watch the
+   health gate roll it back.
 
 Every step runs the real command-line tools, printed before they run.
 """
@@ -51,16 +55,21 @@ def main() -> None:
     common = ["--name", "digits", "--calibration-data", OUT / "calibration.npz",
               "--validation-data", OUT / "validation.npz", "--key", OUT / "keys" / "demo.key",
               "--out", OUT / "packages"]
-    for version, precision in enumerate(("fp32", "fp16", "int8-dynamic", "int8-static"), 1):
-        sh("edgectl", "convert", OUT / "digits-mlp.joblib", "--version", str(version),
+    for precision in ("fp32", "fp16", "int8-dynamic", "int8-static", "auto"):
+        sh("edgectl", "convert", OUT / "digits-mlp.joblib", "--version", f"1-{precision}",
            "--precision", precision, *common)
-    sh("edgectl", "convert", OUT / "digits-mlp.joblib", "--version", "5", "--precision", "auto",
-       *common)
 
     print("\n== 4. verify the packages as a device does")
-    sh("edge-runtime", "inspect", OUT / "packages" / "digits-5.edgepkg", "--trusted-keys",
+    sh("edge-runtime", "inspect", OUT / "packages" / "digits-1-auto.edgepkg", "--trusted-keys",
        OUT / "keys")
     summary(OUT / "packages", TrustStore.load([OUT / "keys"]))
+
+    from demo_fleet import run_daemon_demo, run_fleet_demo
+
+    print("\n== 5. serve it on a device")
+    run_daemon_demo(OUT, sh)
+    print("\n== 6. a fleet of 20 simulated devices: canary rollout, then automatic rollback")
+    run_fleet_demo(OUT, sh, common)
 
 
 def summary(directory: Path, trust: TrustStore) -> None:
