@@ -26,6 +26,7 @@ from edge_runtime.errors import EdgeRuntimeError
 from edge_runtime.protocol import messages as m
 from edge_runtime.protocol.link import Link, LinkTimeout, NotConnected
 from edge_runtime.protocol.topics import TopicScheme
+from edge_runtime.registry import Split
 from edge_runtime.runtime import Runtime
 from edge_runtime.swap import records
 from edge_runtime.swap.machine import Event, State, SwapRecord
@@ -180,6 +181,10 @@ class DeviceAgent:
                                                                 target.deployment)
 
     async def _apply(self, name: str, target: m.ModelTarget, generation: int) -> None:
+        await self._apply_version(name, target)
+        await self._apply_split(name, target)
+
+    async def _apply_version(self, name: str, target: m.ModelTarget) -> None:
         ref = self.rt.store.active(name)
         if ref is not None and ref.version == target.version:
             return
@@ -195,6 +200,37 @@ class DeviceAgent:
             rec = await self._deploy(name, target)
         if rec.state is State.PROBATION:
             await self._watch_probation(rec, target)
+
+    async def _apply_split(self, name: str, target: m.ModelTarget) -> None:
+        """Load arm B of a request-level experiment beside the active version, or drop it."""
+        exp, reg = target.experiment, self.rt.registry
+        current = reg.split(name)
+        if exp is None:
+            if current is not None and reg.clear_split(name) is not None:
+                await self._in_thread(current.b.unload)
+            return
+        if current is not None and (current.experiment, current.b.version) == (exp.id,
+                                                                                 exp.version):
+            if current.percent != exp.split:
+                reg.set_split(name, Split(exp.id, current.b, exp.split))
+            return
+        if exp.version not in {i.version for i in self.rt.store.installed(name)}:
+            b_target = m.ModelTarget(exp.version, exp.id, exp.artifact)
+            path = await self._download(name, target, artifact=b_target.artifact)
+            rec = await self._in_thread(self.rt.swaps.install, path, deployment=exp.id)
+            if rec.state is not State.INSTALLED:
+                log.warning("%s: experiment %s arm B not installed: %s", self.device, exp.id,
+                            rec.reason)
+                return
+        served = await self._in_thread(self._load_b, name, exp.version)
+        old = reg.set_split(name, Split(exp.id, served, exp.split))
+        if old is not None:
+            await self._in_thread(old.b.unload)
+
+    def _load_b(self, name: str, version: str) -> Any:
+        installed = self.rt.store.get(name, version)
+        self.rt.store.check_files(installed)
+        return self.rt.registry.load(installed)
 
     async def _deploy(self, name: str, target: m.ModelTarget) -> SwapRecord:
         rec = self._resumable(name, target) or self.rt.swaps.begin_deploy(
@@ -215,10 +251,12 @@ class DeviceAgent:
                 return rec
         return None
 
-    async def _download(self, name: str, target: m.ModelTarget) -> Path:
-        dl = PartialDownload(self._downloads_dir, target.artifact)
-        if target.artifact.url:
-            return await self._in_thread(http_download, target.artifact.url, dl)
+    async def _download(self, name: str, target: m.ModelTarget,
+                        artifact: m.Artifact | None = None) -> Path:
+        artifact = artifact or target.artifact
+        dl = PartialDownload(self._downloads_dir, artifact)
+        if artifact.url:
+            return await self._in_thread(http_download, artifact.url, dl)
         while not dl.complete:
             if self._superseded(name, target):
                 raise _Superseded()

@@ -133,19 +133,44 @@ class Probation:
 
 
 @dataclass(frozen=True)
+class Experiment:
+    """A request-level A/B test on the device: ``split`` percent of request units (the V2
+    request id) go to version ``version``; the rest to the model's target version (arm A)."""
+
+    id: str
+    version: str
+    artifact: Artifact
+    split: float
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Experiment:
+        k = "experiment"
+        if not isinstance(d, dict):
+            raise MessageInvalid(k, "not an object")
+        split = float(_get(k, d, "split", (int, float)))
+        if not 0.0 <= split <= 100.0:
+            raise MessageInvalid(k, "split must be a percentage")
+        return cls(_get(k, d, "id", str), _get(k, d, "version", str),
+                   Artifact.from_dict(d.get("artifact")), split)
+
+
+@dataclass(frozen=True)
 class ModelTarget:
     version: str
     deployment: str
     artifact: Artifact
     probation: Probation = field(default_factory=Probation)
+    experiment: Experiment | None = None
 
     @classmethod
     def from_dict(cls, d: Any) -> ModelTarget:
         if not isinstance(d, dict):
             raise MessageInvalid("desired", "model entry is not an object")
+        exp = d.get("experiment")
         return cls(_get("desired", d, "version", str), _get("desired", d, "deployment", str),
                    Artifact.from_dict(d.get("artifact")),
-                   Probation.from_dict(d.get("probation", {})))
+                   Probation.from_dict(d.get("probation", {})),
+                   Experiment.from_dict(exp) if exp is not None else None)
 
 
 @dataclass(frozen=True)
