@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from converters import sources
-from converters.pipeline import AUTO, ONNX_PRECISIONS, ConvertRequest, convert
+from converters.pipeline import AUTO, PRECISIONS, TARGETS, ConvertRequest, convert
 from converters.quantize import CALIBRATION_METHODS, DEFAULT_DYNAMIC_OPS, QuantOptions
 from converters.report import table
 from converters.validate import Budget
@@ -17,6 +17,7 @@ from edge_runtime.errors import ConfigError
 from edge_runtime.signing import Signer
 
 _PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
+_ALL_PRECISIONS = list(dict.fromkeys([*PRECISIONS["onnx"], *PRECISIONS["tflite"], AUTO]))
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -55,8 +56,11 @@ def _guess_kind(source: str) -> str:
 @click.argument("source")
 @click.option("--name", required=True, help="Model name in the package.")
 @click.option("--version", "version", required=True, help="Model version, e.g. 3 or 1.2.0.")
-@click.option("--precision", type=click.Choice([*ONNX_PRECISIONS, AUTO]), default="fp32",
-              show_default=True)
+@click.option("--to", "target", type=click.Choice(TARGETS), default="onnx", show_default=True,
+              help="Model format to package.")
+@click.option("--precision", type=click.Choice(_ALL_PRECISIONS), default="fp32",
+              show_default=True, help="onnx: fp32, fp16, int8-dynamic, int8-static; tflite: "
+              "fp32, int8-weight-only, int8-dynamic, int8-static; or auto.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("."),
               show_default=True, help="Directory for NAME-VERSION.edgepkg.")
 @click.option("--source-kind", type=click.Choice(["onnx", "sklearn", "torch"]), default=None,
@@ -81,11 +85,14 @@ def _guess_kind(source: str) -> str:
 @click.option("--task", type=click.Choice(["auto", "classification", "regression"]),
               default="auto", show_default=True,
               help="auto: 2-D float outputs with >= 2 columns are class scores.")
-@click.option("--candidates", default=",".join(ONNX_PRECISIONS), show_default=True,
-              help="Precisions `auto` may choose from.")
+@click.option("--candidates", default=None,
+              help="Precisions `auto` may choose from (default: all of the target's).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
               help="Batch N for the latency measurement.")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--tflite-batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="The batch dimension a TFLite export fixes (the runtime serves any number "
+              "of rows in chunks of it).")
 @click.option("--key", type=click.Path(path_type=Path), default=None,
               help="Ed25519 private key to sign the package with.")
 @click.option("--unsigned", is_flag=True, help="Write an unsigned package (development only).")
@@ -95,10 +102,14 @@ def convert_cmd(source: str, **kw: Any) -> None:
     PyTorch) into a validated, signed model package."""
     if kw["key"] is None and not kw["unsigned"]:
         raise ConfigError("pass --key FILE to sign the package (or --unsigned for development)")
-    candidates = _csv(kw["candidates"])
-    unknown = set(candidates) - set(ONNX_PRECISIONS)
+    allowed = PRECISIONS[kw["target"]]
+    if kw["precision"] not in (*allowed, AUTO):
+        raise ConfigError(f"--to {kw['target']} has no precision {kw['precision']}; choose from "
+                          f"{', '.join(allowed)} or auto")
+    candidates = _csv(kw["candidates"]) if kw["candidates"] is not None else allowed
+    unknown = set(candidates) - set(allowed)
     if unknown:
-        raise ConfigError(f"unknown candidates {sorted(unknown)}; choose from {ONNX_PRECISIONS}")
+        raise ConfigError(f"unknown candidates {sorted(unknown)}; choose from {allowed}")
     signer = Signer.load(kw["key"]) if kw["key"] is not None else None
     src = load_source(source, kw["source_kind"], kw["input_shape"])
     req = ConvertRequest(
@@ -112,6 +123,7 @@ def convert_cmd(source: str, **kw: Any) -> None:
                            skip_symbolic_shape=kw["skip_symbolic_shape"]),
         budget=Budget(kw["max_accuracy_drop"], kw["max_abs_error"], kw["task"]),
         batch_n=kw["batch_size"], threads=kw["threads"], auto_candidates=candidates,
+        target=kw["target"], tflite_batch=kw["tflite_batch"],
     )
     log = (lambda m: click.echo(m, err=True)) if kw["as_json"] else click.echo
     result = convert(src, req, log=log)

@@ -3,7 +3,9 @@
     EdgeRuntimeError
     └── ConversionError
         ├── SourceError(source)           not a model / cannot load the source
-        ├── UnsupportedOps(ops)           ops onnxruntime cannot run, all named at once
+        ├── UnsupportedOps(ops, target)   ops the target (onnxruntime, tflite) cannot run, all
+        │                                 named at once
+        ├── DynamicShape(input, axis)     a dimension the TFLite export cannot fix (not the batch)
         ├── DataError(path)               calibration/validation data unusable (shape, dtype, count)
         ├── CalibrationRequired           int8-static without calibration data
         ├── CandidateFailed(precision)    a converted model failed to load or run
@@ -30,10 +32,22 @@ class SourceError(ConversionError):
 
 
 class UnsupportedOps(ConversionError):
-    def __init__(self, ops: Iterable[str], *, target: str = "onnxruntime") -> None:
+    def __init__(self, ops: Iterable[str], *, target: str = "onnxruntime", note: str = "") -> None:
         self.ops = sorted(set(ops))
         self.target = target
-        super().__init__(f"{target} cannot run these ops: {', '.join(self.ops)}")
+        self.note = note
+        super().__init__(f"{target} cannot run these ops: {', '.join(self.ops)}"
+                         + (f" ({note})" if note else ""))
+
+
+class DynamicShape(ConversionError):
+    def __init__(self, name: str, axis: int, dim: str) -> None:
+        super().__init__(f"input {name!r} has a dynamic dimension {dim!r} at axis {axis}: the "
+                         "TFLite export fixes only the batch (axis 0); export the model with "
+                         "static shapes")
+        self.name = name
+        self.axis = axis
+        self.dim = dim
 
 
 class DataError(ConversionError):

@@ -1,4 +1,8 @@
-"""Source -> candidates (fp32, fp16, int8) -> validation -> choice -> signed package."""
+"""Source -> candidates (fp32, fp16, int8) -> validation -> choice -> signed package.
+
+The target format is ONNX (onnxruntime quantization) or TFLite (``converters.tflite``); both are
+validated against the fp32 ONNX source run by onnxruntime, and packaged the same way.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,9 @@ from edge_runtime.refstats import compute_reference_stats
 from edge_runtime.signing import Signer
 
 ONNX_PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-static")
+TFLITE_PRECISIONS = ("fp32", "int8-weight-only", "int8-dynamic", "int8-static")
+PRECISIONS = {"onnx": ONNX_PRECISIONS, "tflite": TFLITE_PRECISIONS}
+TARGETS = tuple(PRECISIONS)
 AUTO = "auto"
 Log = Callable[[str], None]
 
@@ -41,6 +48,8 @@ class ConvertRequest:
     validation_samples: int = 1000
     threads: int = 1
     auto_candidates: tuple[str, ...] = ONNX_PRECISIONS
+    target: str = "onnx"  # onnx | tflite
+    tflite_batch: int = 1  # the batch dimension a TFLite export fixes
 
 
 @dataclass(frozen=True)
@@ -58,22 +67,29 @@ def convert(source: Source, req: ConvertRequest, *, log: Log = print) -> Convert
     bad = onnx_model.unknown_ops(source.model)
     if bad:
         raise UnsupportedOps(bad)
-    fp32_bytes = source.model.SerializeToString()
-    sess = onnx_model.session(fp32_bytes, threads=req.threads)
+    onnx_bytes = source.model.SerializeToString()
+    sess = onnx_model.session(onnx_bytes, threads=req.threads)
     in_specs, out_specs = onnx_model.specs(sess)
+    target = _target(req)
+    fp32_bytes = target.fp32(source.model, req)  # before the data: op problems come first
     calib, valid = _load_data(req, in_specs)
     if req.precision == "int8-static" and calib is None:
         raise CalibrationRequired(req.precision)
 
-    fp32, reference = measure("fp32", fp32_bytes, valid, None, req.budget,
-                              fp32_size=len(fp32_bytes), batch_n=req.batch_n, threads=req.threads)
+    source_fp32, reference = measure("fp32", onnx_bytes, valid, None, req.budget,
+                                     fp32_size=len(onnx_bytes), batch_n=req.batch_n,
+                                     threads=req.threads)
+    fp32 = source_fp32
+    if target.name != "onnx":
+        fp32 = _measure(target, "fp32", fp32_bytes, valid=valid, reference=reference, req=req,
+                        fp32_size=len(fp32_bytes))
+        fp32.within_budget = within_budget(fp32.outputs, source_fp32.outputs, req.budget)
     candidates, models = [fp32], {"fp32": fp32_bytes}
     for precision in _wanted(req, calib is not None, log):
         try:
-            model_bytes = _build(precision, source.model, calib, req).SerializeToString()
-            report, _ = measure(precision, model_bytes, valid, reference, req.budget,
-                                fp32_size=len(fp32_bytes), batch_n=req.batch_n,
-                                threads=req.threads)
+            model_bytes = target.build(precision, source.model, fp32_bytes, calib, req)
+            report = _measure(target, precision, model_bytes, valid=valid, reference=reference,
+                              req=req, fp32_size=len(fp32_bytes))
         except ConversionError as exc:
             if req.precision != AUTO:
                 raise
@@ -98,6 +114,46 @@ def convert(source: Source, req: ConvertRequest, *, log: Log = print) -> Convert
     return ConvertResult(package, manifest, chosen, candidates, summary)
 
 
+@dataclass(frozen=True)
+class Target:
+    """How one model format is built and loaded; validation and packaging are shared."""
+
+    name: str  # the manifest format
+    model_file: str
+    fp32: Callable[[Any, ConvertRequest], bytes]
+    build: Callable[[str, Any, bytes, datamod.Dataset | None, ConvertRequest], bytes]
+    session: Callable[[bytes, int, str], Any] | None  # None: onnxruntime
+    libraries: tuple[str, ...] = ()
+    quantization: Callable[[str, ConvertRequest], dict[str, Any]] | None = None  # for manifests
+
+
+ONNX_TARGET = Target(
+    "onnx", "model.onnx", fp32=lambda model, _req: bytes(model.SerializeToString()),
+    build=lambda precision, model, _fp32, calib, req: bytes(
+        _build(precision, model, calib, req).SerializeToString()),
+    session=None)
+
+
+def _target(req: ConvertRequest) -> Target:
+    if req.target == "onnx":
+        return ONNX_TARGET
+    if req.target == "tflite":
+        from converters.tflite.target import TFLITE_TARGET
+
+        return TFLITE_TARGET
+    raise ConversionError(f"unknown target {req.target!r} (use {' or '.join(TARGETS)})")
+
+
+def _measure(target: Target, precision: str, model_bytes: bytes, *, valid: datamod.Dataset,
+             reference: dict[str, Any], req: ConvertRequest, fp32_size: int) -> CandidateReport:
+    session = (None if target.session is None
+               else target.session(model_bytes, req.threads, precision))
+    report, _ = measure(precision, model_bytes, valid, reference, req.budget,
+                        fp32_size=fp32_size, batch_n=req.batch_n, threads=req.threads,
+                        session=session)
+    return report
+
+
 def _load_data(req: ConvertRequest, specs: tuple[TensorSpec, ...]
                ) -> tuple[datamod.Dataset | None, datamod.Dataset]:
     calib = None
@@ -116,11 +172,18 @@ def _wanted(req: ConvertRequest, has_calibration: bool, log: Log) -> list[str]:
         return []
     if req.precision != AUTO:
         return [req.precision]
-    wanted = [p for p in req.auto_candidates if p != "fp32"]
+    wanted = [p for p in _auto_candidates(req) if p != "fp32"]
     if "int8-static" in wanted and not has_calibration:
         log("auto: no calibration data, so no int8-static candidate")
         wanted.remove("int8-static")
     return wanted
+
+
+def _auto_candidates(req: ConvertRequest) -> tuple[str, ...]:
+    """``req.auto_candidates``; the ONNX default means "all of the target's precisions"."""
+    if req.target != "onnx" and req.auto_candidates == ONNX_PRECISIONS:
+        return PRECISIONS[req.target]
+    return req.auto_candidates
 
 
 def _build(precision: str, model: Any, calib: datamod.Dataset | None,
@@ -140,7 +203,7 @@ def _choose(req: ConvertRequest, candidates: list[CandidateReport], log: Log) ->
     from converters.auto import choose
 
     if req.precision == AUTO:
-        chosen = choose(candidates, req.budget, req.auto_candidates)
+        chosen = choose(candidates, req.budget, _auto_candidates(req))
     else:
         chosen = next(c for c in candidates if c.precision == req.precision)
         chosen.reason = "requested"
@@ -161,6 +224,7 @@ def _report(req: ConvertRequest, valid: datamod.Dataset, candidates: list[Candid
     return {
         "schema_version": 1,
         "reference": "fp32 onnxruntime",
+        "target": req.target,
         "data": valid.source,
         "samples": valid.n,
         "batch_n": req.batch_n,
@@ -177,25 +241,33 @@ def _manifest(source: Source, req: ConvertRequest, chosen: CandidateReport,
               io: tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]],
               report: dict[str, Any], *, is_class: bool) -> Manifest:
     """The manifest without file hashes (filled in once the members exist)."""
+    target = _target(req)
+    options: dict[str, Any] = {}
+    quantization = req.quant.to_manifest(chosen.precision)
+    if target.quantization is not None:
+        quantization = target.quantization(chosen.precision, req)
+    if target.name == "tflite":
+        options["tflite_batch"] = req.tflite_batch
     return Manifest(
-        name=req.name, version=req.version, format="onnx", precision=chosen.precision,
-        model_file="model.onnx", inputs=io[0], outputs=io[1], files={},
-        source=source.to_manifest(),
-        converter={"name": "edge-runtime", "version": __version__, "libraries": _libraries()},
+        name=req.name, version=req.version, format="tflite" if target.name == "tflite" else "onnx",
+        precision=chosen.precision, model_file=target.model_file, inputs=io[0], outputs=io[1],
+        files={}, source=source.to_manifest(),
+        converter={"name": "edge-runtime", "version": __version__,
+                   "libraries": _libraries(target.libraries)},
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         task="classification" if is_class else "regression",
         options={"precision_requested": req.precision,
-                 "quantization": req.quant.to_manifest(chosen.precision),
-                 "budget": report["budget"], "batch_n": req.batch_n},
+                 "quantization": quantization,
+                 "budget": report["budget"], "batch_n": req.batch_n, **options},
     )
 
 
-def _libraries() -> dict[str, str]:
+def _libraries(extra: tuple[str, ...] = ()) -> dict[str, str]:
     from importlib import metadata
 
     versions = {}
     for dist in ("onnx", "onnxruntime", "onnxconverter-common", "skl2onnx", "scikit-learn",
-                 "torch", "numpy"):
+                 "torch", "numpy", *extra):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

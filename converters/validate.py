@@ -149,9 +149,14 @@ def measure(
     fp32_size: int,
     batch_n: int,
     threads: int = 1,
+    session: Any = None,
 ) -> tuple[CandidateReport, dict[str, NDArray[Any]]]:
-    """Load and run the model (every candidate, before it can be packaged) and measure it."""
-    sess = onnx_model.session(model_bytes, threads=threads, label=precision)
+    """Load and run the model (every candidate, before it can be packaged) and measure it.
+
+    ``session``: an already loaded model with the slice of onnxruntime's InferenceSession used
+    here (``get_inputs``, ``get_outputs``, ``run``); default: onnxruntime on ``model_bytes``.
+    """
+    sess = session or onnx_model.session(model_bytes, threads=threads, label=precision)
     outputs = predict_all(sess, data, precision)
     b1 = latency(sess, data, 1)
     bn = latency(sess, data, batch_n)

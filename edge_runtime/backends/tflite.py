@@ -3,6 +3,8 @@
 A TFLite interpreter is not thread-safe, so a model keeps a small pool of interpreters (one by
 default, ``pool_size`` in the backend options) and each predict borrows one. Inputs and outputs
 are bound by signature names when the model has a signature, else by tensor name, else by order.
+A model with a fixed batch dimension (the converter's TFLite export fixes it to 1) serves any
+number of rows in chunks of that batch.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ class _Slot:
     inputs: dict[str, int] = field(default_factory=dict)  # manifest name -> tensor index
     outputs: dict[str, int] = field(default_factory=dict)
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # current input shapes
+    batch: int | None = None  # the model's fixed batch size, None when it is dynamic
 
 
 def _signature_slot(interpreter: Any, manifest: Manifest, key: str) -> _Slot:
@@ -88,7 +91,36 @@ def _signature_slot(interpreter: Any, manifest: Manifest, key: str) -> _Slot:
                         exact=True)
     slot.outputs = _bind(manifest, "output", manifest.outputs, runner.get_output_details(),
                          exact=False)
+    slot.batch = _fixed_batch(runner.get_input_details().values())
     return slot
+
+
+def _fixed_batch(details: Any) -> int | None:
+    """The batch size every input fixes (``shape_signature[0] != -1``), else None."""
+    sizes = {int(d["shape_signature"][0]) if len(d["shape_signature"]) else -1 for d in details}
+    if len(sizes) != 1 or -1 in sizes:
+        return None
+    size = sizes.pop()
+    return size if size > 0 else None
+
+
+def run_in_batches(run: Callable[[Arrays], dict[str, NDArray[Any]]], inputs: Arrays,
+                   batch: int) -> dict[str, NDArray[Any]]:
+    """``run`` on chunks of ``batch`` rows (the last one padded by repeating its final row),
+    results concatenated back to the number of rows given."""
+    n = int(next(iter(inputs.values())).shape[0])
+    if n == batch:
+        return run(inputs)
+    parts: list[dict[str, NDArray[Any]]] = []
+    for start in range(0, n, batch):
+        chunk = {k: v[start:start + batch] for k, v in inputs.items()}
+        short = batch - int(next(iter(chunk.values())).shape[0])
+        if short:
+            chunk = {k: np.concatenate([v, np.repeat(v[-1:], short, axis=0)])
+                     for k, v in chunk.items()}
+        out = run(chunk)
+        parts.append({k: v[:batch - short] for k, v in out.items()})
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def _tensor_slot(interpreter: Any, manifest: Manifest) -> _Slot:
@@ -100,6 +132,7 @@ def _tensor_slot(interpreter: Any, manifest: Manifest) -> _Slot:
     interpreter.allocate_tensors()
     current = {d["index"]: tuple(int(n) for n in d["shape"])
                for d in interpreter.get_input_details()}
+    slot.batch = _fixed_batch(interpreter.get_input_details())
     slot.shapes = {name: current[index] for name, index in slot.inputs.items()}
     return slot
 
@@ -165,7 +198,9 @@ class TfliteModel:
     def predict(self, inputs: Arrays) -> dict[str, NDArray[Any]]:
         slot = self._acquire(inputs[self._first_input].shape)
         try:
-            return self._run(slot, inputs)
+            if slot.batch is None:
+                return self._run(slot, inputs)
+            return run_in_batches(lambda part: self._run(slot, part), inputs, slot.batch)
         except Exception as exc:  # the interpreter raises ValueError/RuntimeError
             slot.shapes.clear()  # a failed resize/allocate must not be taken as done
             raise InferenceFailed(self._name, self._version, str(exc)) from exc
