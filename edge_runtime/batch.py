@@ -44,12 +44,33 @@ def run_batch(rt: Runtime, name: str, input_path: Path, output_path: Path, *,
     return done
 
 
+# What numpy, zipfile, csv and pyarrow raise for a corrupt or truncated file (ArrowInvalid is a
+# ValueError, ArrowIOError an OSError): the user's input, so one line and exit 1, not a crash.
+_UNREADABLE = (OSError, ValueError, EOFError, zipfile.BadZipFile)
+
+
 def open_reader(path: Path, specs: tuple[TensorSpec, ...], chunk_rows: int
                 ) -> tuple[int, Iterator[Chunk]]:
     """(total rows, iterator of chunks keyed by input name)."""
-    suffix = path.suffix.lower()
     if not path.is_file():
         raise PayloadInvalid(f"{path}: no such file")
+    try:
+        total, chunks = _open_reader(path, specs, chunk_rows)
+    except _UNREADABLE as exc:
+        raise PayloadInvalid(f"{path}: cannot read the file ({exc})") from exc
+    return total, _guarded(path, chunks)
+
+
+def _guarded(path: Path, chunks: Iterator[Chunk]) -> Iterator[Chunk]:
+    try:
+        yield from chunks
+    except _UNREADABLE as exc:
+        raise PayloadInvalid(f"{path}: cannot read the file ({exc})") from exc
+
+
+def _open_reader(path: Path, specs: tuple[TensorSpec, ...], chunk_rows: int
+                 ) -> tuple[int, Iterator[Chunk]]:
+    suffix = path.suffix.lower()
     if suffix == ".npy":
         array = np.load(path, mmap_mode="r", allow_pickle=False)
         single = _single(specs, path)

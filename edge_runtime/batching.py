@@ -34,7 +34,7 @@ class DynamicBatcher:
         self._run = run
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_s
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Item | None] = asyncio.Queue()  # None: stop when reached
         self._worker: asyncio.Task[None] | None = None
         self.batches = 0
         self.rows = 0
@@ -50,6 +50,10 @@ class DynamicBatcher:
     async def _loop(self) -> None:
         while True:
             first = await self._queue.get()
+            if first is None:  # closed: stop once nothing submitted before or since is left
+                if self._queue.empty():
+                    return
+                continue
             batch = [first]
             await self._fill(batch)
             for group in _group(batch):
@@ -71,6 +75,9 @@ class DynamicBatcher:
                     return
             else:
                 item = self._queue.get_nowait()
+            if item is None:  # the stop marker: back in the queue for _loop, after this batch
+                self._queue.put_nowait(None)
+                return
             batch.append(item)
             rows += item.rows
 
@@ -97,8 +104,11 @@ class DynamicBatcher:
         self.rows += start
 
     def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
+        """Stop once the requests already submitted have run. Cancelling the worker instead
+        would leave their futures pending forever (a swap retires the old version's batcher
+        while requests for it are still queued)."""
+        if self._worker is not None and not self._worker.done():
+            self._queue.put_nowait(None)
 
 
 def _group(batch: list[_Item]) -> list[list[_Item]]:

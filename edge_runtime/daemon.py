@@ -163,6 +163,8 @@ class Daemon:
         self.app.ready = False
         self.runtime.close()
         (self.settings.store / RUN_FILE).unlink(missing_ok=True)
+        if self.settings.uds is not None:
+            self.settings.uds.unlink(missing_ok=True)
 
     async def _flush_loop(self) -> None:
         loop = asyncio.get_running_loop()

@@ -43,12 +43,15 @@ class DataPlane:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="infer")
         self._batchers: dict[int, DynamicBatcher] = {}
 
-    def _prepare(self, name: str, version: str | None, inputs: Mapping[str, NDArray[Any]]
-                 ) -> tuple[ServedModel, Arrays]:
-        served = self.registry.get(name, version)
+    def _prepare(self, name: str, version: str | None, inputs: Mapping[str, NDArray[Any]],
+                 unit: str | None = None) -> tuple[ServedModel, Arrays]:
+        # Held from here, not only while predict runs: a swap must not unload the version
+        # while this request waits in a batch queue or for a worker. The caller releases it.
+        served = self.registry.acquire(name, version, unit=unit)
         try:
             arrays = validate_inputs(served.installed.manifest.inputs, inputs)
         except InputInvalid:
+            served.release()
             self.telemetry.error(served.name, served.version, "invalid_input")
             raise
         return served, arrays
@@ -68,32 +71,39 @@ class DataPlane:
         key = input_key(served.name, served.version, arrays)
         return key, self.cache.get(key)
 
-    def infer(self, name: str, version: str | None, inputs: Mapping[str, NDArray[Any]]
-              ) -> InferResult:
-        """Synchronous path (in-process API, batch jobs)."""
-        served, arrays = self._prepare(name, version, inputs)
-        t0 = time.perf_counter()
-        key, hit = self._cached(served, arrays)
-        if hit is not None:
-            return self._finish(served, arrays, hit, t0, None)
-        outputs = self._predict(served, arrays)
-        return self._finish(served, arrays, outputs, t0, key)
+    def infer(self, name: str, version: str | None, inputs: Mapping[str, NDArray[Any]],
+              *, unit: str | None = None) -> InferResult:
+        """Synchronous path (in-process API, batch jobs). ``unit`` keys an A/B split."""
+        served, arrays = self._prepare(name, version, inputs, unit)
+        try:
+            t0 = time.perf_counter()
+            key, hit = self._cached(served, arrays)
+            if hit is not None:
+                return self._finish(served, arrays, hit, t0, None)
+            outputs = self._predict(served, arrays)
+            return self._finish(served, arrays, outputs, t0, key)
+        finally:
+            served.release()
 
     async def infer_async(self, name: str, version: str | None,
-                          inputs: Mapping[str, NDArray[Any]]) -> InferResult:
-        served, arrays = self._prepare(name, version, inputs)
-        t0 = time.perf_counter()
-        key, hit = self._cached(served, arrays)
-        if hit is not None:
-            return self._finish(served, arrays, hit, t0, None)
-        if self.max_batch_size > 1:
-            outputs = await self._batcher(served).submit(arrays)
-        elif served.inline:
-            outputs = self._predict(served, arrays)
-        else:
-            outputs = await asyncio.get_running_loop().run_in_executor(
-                self._pool, self._predict, served, arrays)
-        return self._finish(served, arrays, outputs, t0, key)
+                          inputs: Mapping[str, NDArray[Any]], *, unit: str | None = None
+                          ) -> InferResult:
+        served, arrays = self._prepare(name, version, inputs, unit)
+        try:
+            t0 = time.perf_counter()
+            key, hit = self._cached(served, arrays)
+            if hit is not None:
+                return self._finish(served, arrays, hit, t0, None)
+            if self.max_batch_size > 1:
+                outputs = await self._batcher(served).submit(arrays)
+            elif served.inline:
+                outputs = self._predict(served, arrays)
+            else:
+                outputs = await asyncio.get_running_loop().run_in_executor(
+                    self._pool, self._predict, served, arrays)
+            return self._finish(served, arrays, outputs, t0, key)
+        finally:
+            served.release()
 
     def _predict(self, served: ServedModel, arrays: Arrays) -> Arrays:
         try:
@@ -110,7 +120,7 @@ class DataPlane:
         batcher = self._batchers.get(id(served))
         if batcher is None:
             for key in [k for k, b in self._batchers.items()
-                        if k not in {id(s) for s in self.registry.models()}]:
+                        if k not in {id(s) for s in self.registry.serving()}]:
                 self._batchers.pop(key).close()
 
             async def run(arrays: Arrays) -> Arrays:

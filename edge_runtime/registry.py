@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,7 @@ from numpy.typing import NDArray
 from edge_runtime.backends import Backend, BackendOptions, LoadedModel, get_backend
 from edge_runtime.errors import EdgeRuntimeError, ModelNotFound, ModelNotReady, SwapError
 from edge_runtime.manifest import TensorSpec
+from edge_runtime.protocol.assignment import assign
 from edge_runtime.store.models import InstalledModel
 
 # A model whose smoke inference takes longer than this runs in a worker thread, not inline on
@@ -60,12 +62,42 @@ class ServedModel:
                 if self._inflight == 0 and self._draining:
                     self._idle.notify_all()
 
+    def try_hold(self) -> bool:
+        """Count a request in flight from when it picks this version (it may wait in a batch
+        queue or for a worker before ``predict``), so ``unload`` waits for it; False once
+        ``unload`` has begun. Pair with ``release``."""
+        with self._lock:
+            if self._draining:
+                return False
+            self._inflight += 1
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            self._inflight -= 1
+            if self._inflight == 0 and self._draining:
+                self._idle.notify_all()
+
     def unload(self, timeout: float = 30.0) -> None:
         """Wait for in-flight requests on this version, then free it."""
         with self._idle:
             self._draining = True
             self._idle.wait_for(lambda: self._inflight == 0, timeout=timeout)
         self.runtime.unload()
+
+
+@dataclass(frozen=True)
+class Split:
+    """A request-level A/B experiment: ``percent`` of units go to ``b``. A request without a
+    unit id is its own unit (a random one)."""
+
+    experiment: str
+    b: ServedModel
+    percent: float
+
+    def route(self, a: ServedModel, unit: str | None) -> ServedModel:
+        unit = unit if unit is not None else uuid.uuid4().hex
+        return self.b if assign(self.experiment, unit, split=self.percent) == "b" else a
 
 
 def smoke_inputs(specs: tuple[TensorSpec, ...]) -> dict[str, NDArray[Any]]:
@@ -84,6 +116,7 @@ class Registry:
         self._options = options or BackendOptions()
         self._backends = backends
         self._active: dict[str, ServedModel] = {}
+        self._splits: dict[str, Split] = {}
         self._lock = threading.Lock()
 
     def load(self, model: InstalledModel) -> ServedModel:
@@ -124,13 +157,45 @@ class Registry:
         with self._lock:
             return self._active.pop(name, None)
 
-    def get(self, name: str, version: str | None = None) -> ServedModel:
+    def get(self, name: str, version: str | None = None, *, unit: str | None = None
+            ) -> ServedModel:
+        """The active version; with a request-level A/B split, the unit's arm."""
         served = self._active.get(name)
         if served is None:
             raise ModelNotFound(name, version)
+        split = self._splits.get(name) if self._splits else None
+        if split is not None:
+            if version is None:
+                return split.route(served, unit)
+            if version == split.b.version:
+                return split.b
         if version is not None and version != served.version:
             raise ModelNotReady(name, version)
         return served
+
+    def set_split(self, name: str, split: Split) -> Split | None:
+        """Route ``split.percent`` of request units to ``split.b`` (A is the active version)."""
+        with self._lock:
+            old = self._splits.get(name)
+            self._splits[name] = split
+        return old
+
+    def clear_split(self, name: str) -> Split | None:
+        with self._lock:
+            return self._splits.pop(name, None)
+
+    def split(self, name: str) -> Split | None:
+        return self._splits.get(name)
+
+    def acquire(self, name: str, version: str | None = None, *, unit: str | None = None
+                ) -> ServedModel:
+        """``get``, held until the caller's ``release()``. A version is unloaded only after it
+        stopped being active, so a retry finds its successor (or ModelNotFound)."""
+        for _ in range(3):
+            served = self.get(name, version, unit=unit)
+            if served.try_hold():
+                return served
+        raise ModelNotReady(name, version)
 
     def active(self, name: str) -> ServedModel | None:
         return self._active.get(name)
@@ -139,8 +204,15 @@ class Registry:
         with self._lock:
             return sorted(self._active.values(), key=lambda s: s.name)
 
+    def serving(self) -> list[ServedModel]:
+        """Every loaded version that takes requests: the active ones and A/B arms."""
+        with self._lock:
+            return [*self._active.values(), *(s.b for s in self._splits.values())]
+
     def close(self) -> None:
         with self._lock:
             served, self._active = list(self._active.values()), {}
+            served += [s.b for s in self._splits.values()]
+            self._splits = {}
         for s in served:
             s.unload(timeout=5.0)

@@ -24,6 +24,7 @@ from edge_runtime.backends import Backend, BackendOptions
 from edge_runtime.cache import ResponseCache
 from edge_runtime.dataplane import DataPlane, InferResult
 from edge_runtime.errors import PayloadInvalid, SwapError
+from edge_runtime.feedback import FeedbackBook
 from edge_runtime.registry import Registry
 from edge_runtime.settings import ServeSettings
 from edge_runtime.signing import TrustStore
@@ -71,10 +72,11 @@ class Runtime:
         self.store = ModelStore(s.store, trust=TrustStore.load(s.trusted_keys),
                                 allow_unsigned=s.allow_unsigned)
         self.registry = Registry(options=options, backends=backends)
+        self.feedback = FeedbackBook()
         self.telemetry = Telemetry(
             TelemetryStore(self.store.db, Limits(s.telemetry_max_rows, s.telemetry_max_bytes,
                                                  s.telemetry_retention_s)),
-            monitoring=s.monitoring, drift=s.drift)
+            monitoring=s.monitoring, drift=s.drift, feedback=self.feedback)
         self.dataplane = DataPlane(
             self.registry, self.telemetry,
             cache=ResponseCache(s.cache_entries) if s.cache_entries > 0 else None,

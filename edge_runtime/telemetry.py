@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from edge_runtime.feedback import FeedbackBook
 from edge_runtime.monitor.drift import DriftAccumulator
 from edge_runtime.monitor.window import ModelMetrics
 from edge_runtime.package import REFERENCE_STATS
@@ -28,6 +29,9 @@ log = logging.getLogger("edge_runtime.telemetry")
 Arrays = Mapping[str, NDArray[Any]]
 DRIFT_BUFFER_ROWS = 256
 DRIFT_BUFFER_BYTES = 1 << 20
+# A request at least this large is counted at once: buffering it saves no numpy call overhead
+# and concatenating it with the next one would only copy it.
+DRIFT_LARGE_REQUEST_BYTES = 1 << 18
 
 
 @dataclass
@@ -41,8 +45,12 @@ class _DriftSlot:
     def add(self, inputs: Arrays, outputs: Arrays, rows: int) -> bool:
         self.pending.append((inputs, outputs))
         self.rows += rows
-        self.nbytes += sum(a.nbytes for a in inputs.values())
-        return self.rows >= DRIFT_BUFFER_ROWS or self.nbytes >= DRIFT_BUFFER_BYTES
+        size = 0
+        for a in inputs.values():  # a plain loop: this runs on every request
+            size += a.nbytes
+        self.nbytes += size
+        return (self.rows >= DRIFT_BUFFER_ROWS or self.nbytes >= DRIFT_BUFFER_BYTES
+                or size >= DRIFT_LARGE_REQUEST_BYTES)
 
     def count(self) -> None:
         pending, self.pending, self.rows, self.nbytes = self.pending, [], 0, 0
@@ -68,7 +76,8 @@ def _concat(parts: list[Arrays]) -> dict[str, NDArray[Any]]:
 
 class Telemetry:
     def __init__(self, store: TelemetryStore | None, *, monitoring: bool = True,
-                 drift: bool = True) -> None:
+                 drift: bool = True, feedback: FeedbackBook | None = None) -> None:
+        self.feedback = feedback
         self.store = store
         self.monitoring = monitoring
         self.drift = drift
@@ -98,14 +107,14 @@ class Telemetry:
             self.metrics.record(model.name, model.version, latency_s, items=rows)
         if not self.drift:
             return
-        slot = self._drift.get((model.name, model.version))
+        key = (model.name, model.version)
+        slot = self._drift.get(key)
         if slot is None:
             self.attach(model)
-            slot = self._drift.get((model.name, model.version))
+            slot = self._drift.get(key)
         if slot is not None:
             with self._lock:
-                full = slot.add(inputs, outputs, rows)
-                if full:
+                if slot.add(inputs, outputs, rows):
                     slot.count()
 
     def error(self, name: str, version: str, kind: str) -> None:
@@ -119,6 +128,9 @@ class Telemetry:
             rows.append({"kind": "metrics", "model": item["model"], "version": item["version"],
                          "start": item["start"], "end": item["end"], "payload": item})
         now = time.time()
+        for name, version, counts in self.feedback.drain() if self.feedback else ():
+            rows.append({"kind": "feedback", "model": name, "version": version, "start": now,
+                         "end": now, "payload": {"n": counts.n, "correct": counts.correct}})
         with self._lock:
             for (name, version), slot in self._drift.items():
                 slot.count()

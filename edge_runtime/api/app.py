@@ -16,6 +16,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from edge_runtime import __version__
 from edge_runtime.api import admin
 from edge_runtime.api.errors import status_for
@@ -40,6 +42,7 @@ _V2_MODELS = "/v2/models/"
 _V1_MODELS = "/v1/models/"
 _EXTENSIONS = ["binary_tensor_data", "model_repository"]
 METRICS_WINDOW_S = 60.0
+_JSON_ONLY = {"Content-Type": "application/json"}
 
 
 def _ok(doc: Any, status: int = 200) -> Response:
@@ -111,6 +114,8 @@ class App:
         self._check_token(req)
         if req.method == "POST":
             body = await read_body(receive, req.content_length, self._limit)
+            if path.startswith(_V2_MODELS) and path.endswith("/feedback"):
+                return self._feedback(path[len(_V2_MODELS):-len("/feedback")], body)
             if path.startswith(_V2_MODELS) and path.endswith("/infer"):
                 return await self._v2_infer(path[len(_V2_MODELS):-len("/infer")], req, body)
             if path.startswith(_V1_MODELS) and path.endswith(":predict"):
@@ -137,15 +142,24 @@ class App:
         return _ok({"error": f"no route for {path}"}, 404)
 
     async def _v2_infer(self, rest: str, req: Request, body: bytes) -> Response:
-        name, version, tail = _split_model_path(rest + "/x")
-        if tail != "x":
-            raise PayloadInvalid(f"bad model path {rest!r}")
+        name, version = rest, None
+        if "/" in rest:
+            name, version, tail = _split_model_path(rest + "/x")
+            if tail != "x":
+                raise PayloadInvalid(f"bad model path {rest!r}")
         request = decode_request(body, req.header_length)
         served = self.rt.registry.get(name, version)
-        check_outputs(request, [o.name for o in served.installed.manifest.outputs])
-        result = await self.rt.dataplane.infer_async(name, version, request.inputs)
+        if request.requested_outputs:
+            check_outputs(request, [o.name for o in served.installed.manifest.outputs])
+        # the V2 request id is the A/B unit and the key for later label feedback
+        result = await self.rt.dataplane.infer_async(name, version, request.inputs,
+                                                     unit=request.id)
+        if request.id is not None:
+            self.rt.feedback.remember(request.id, result.name, result.version, result.outputs)
         out, headers = encode_response(result.name, result.version, result.outputs, request,
                                        request_id=request.id)
+        if headers == _JSON_ONLY:
+            return 200, out, None  # send() writes the same content-type header
         return 200, out, [(k.lower().encode(), v.encode()) for k, v in headers.items()]
 
     async def _v1_predict(self, rest: str, body: bytes) -> Response:
@@ -166,7 +180,7 @@ class App:
             served = self.rt.registry.get(name, version)
             return _ok({"name": name, "version": served.version, "ready": True})
         if tail:
-            raise ModelNotFound(name, version)
+            raise ModelNotFound(f"{name}/{tail}", version)
         served = self.rt.registry.get(name, version)
         m = served.installed.manifest
         versions = [i.version for i in self.rt.store.installed(name)]
@@ -178,6 +192,20 @@ class App:
         return _ok({"model_version_status": [
             {"version": served.version, "state": "AVAILABLE",
              "status": {"error_code": "OK", "error_message": ""}}]})
+
+    def _feedback(self, name: str, body: bytes) -> Response:
+        """True labels for earlier predictions: by V2 request id, or with the predictions."""
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise PayloadInvalid(f"feedback body is not JSON ({exc})") from exc
+        active = self.rt.registry.active(name)
+        if active is None and not self.rt.store.installed(name):
+            raise ModelNotFound(name)
+        counted = self.rt.feedback.add(name, doc, active_version=active.version if active
+                                       else None)
+        return _ok({"accepted": counted["n"], "correct": counted["correct"],
+                    "version": counted["version"]})
 
     def _metrics(self) -> Response:
         metrics = self.rt.telemetry.metrics

@@ -89,10 +89,13 @@ def decode_request(body: bytes, header_length: int | None) -> InferRequest:
     return InferRequest(rid, inputs, requested, binary, binary_default, params)
 
 
-def _split(body: bytes, header_length: int | None) -> tuple[memoryview, memoryview]:
-    view = memoryview(body)
+_NO_TAIL = memoryview(b"")
+
+
+def _split(body: bytes, header_length: int | None) -> tuple[bytes | memoryview, memoryview]:
     if header_length is None:
-        return view, view[:0]
+        return body, _NO_TAIL
+    view = memoryview(body)
     if header_length < 0:
         raise PayloadInvalid(f"{HEADER_LENGTH} {header_length} is negative")
     if header_length > len(body):
@@ -106,6 +109,12 @@ def _parameters(doc: dict[str, Any], what: str) -> dict[str, Any]:
     if not isinstance(params, dict):
         raise PayloadInvalid(f"parameters of {what} must be an object")
     return params
+
+
+def _input_parameters(item: dict[str, Any], name: str) -> dict[str, Any]:
+    if "parameters" not in item:
+        return {}
+    return _parameters(item, f"input {name!r}")  # the message is formatted only when needed
 
 
 def _decode_inputs(items: Any, tail: memoryview, no_header: bool) -> dict[str, NDArray[Any]]:
@@ -139,7 +148,7 @@ def _decode_input(
         raise InputInvalid(name, 'has no "datatype"')
     if datatype not in DATATYPES:
         raise InputInvalid(name, f"unknown datatype {datatype!r} ({', '.join(DATATYPES)})")
-    params = _parameters(item, f"input {name!r}")
+    params = _input_parameters(item, name)
     if "shared_memory_region" in params:
         raise InputInvalid(name, "shared memory inputs are not supported")
     size = params.get("binary_data_size")
@@ -160,11 +169,15 @@ def _decode_input(
 def _shape(name: str, raw: Any) -> tuple[int, ...]:
     if raw is None:
         raise InputInvalid(name, 'has no "shape"')
-    if not isinstance(raw, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) for d in raw
-    ):
+    if not isinstance(raw, list):
         raise InputInvalid(name, '"shape" must be a list of integers')
-    if any(d < 0 for d in raw):
+    negative = False
+    for d in raw:  # a plain loop: this runs on every request
+        if type(d) is not int:  # orjson gives exact types: this excludes bool and float
+            raise InputInvalid(name, '"shape" must be a list of integers')
+        if d < 0:
+            negative = True
+    if negative:
         raise InputInvalid(name, f"shape {raw} has a negative dimension")
     return tuple(raw)
 
@@ -251,14 +264,17 @@ def encode_response(
     request_id: str | None,
 ) -> tuple[bytes, dict[str, str]]:
     """The response body and the HTTP headers to send with it."""
-    check_outputs(req, outputs)
+    if req.requested_outputs:
+        check_outputs(req, outputs)
     entries: list[dict[str, Any]] = []
     chunks: list[bytes] = []
+    binary = req.binary_outputs  # req.is_binary(), unrolled: this runs on every request
+    all_binary = req.binary_default and req.requested_outputs is None
     for name in req.requested_outputs or outputs:
         arr = outputs[name]
         entry: dict[str, Any] = {
             "name": name, "datatype": datatype_of(arr.dtype), "shape": list(arr.shape)}
-        if req.is_binary(name):
+        if all_binary or name in binary:
             chunk = pack(arr)
             entry["parameters"] = {"binary_data_size": len(chunk)}
             chunks.append(chunk)

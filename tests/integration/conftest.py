@@ -105,16 +105,35 @@ def request(url: str, body: bytes | None = None, headers: dict[str, str] | None 
         return exc.code, exc.read()
 
 
-@pytest.fixture
-def daemon_factory(tmp_path: Path) -> Iterator[type[DaemonProc] | object]:
-    """daemon_factory(store, *args, env={}) -> DaemonProc (not started); all stopped after."""
-    made: list[DaemonProc] = []
+class DaemonFactory:
+    """factory(store, *args, env={}) -> DaemonProc (not started); close() kills them all."""
 
-    def make(store: Path, *args: str, env: dict[str, str] | None = None) -> DaemonProc:
-        d = DaemonProc(store, list(args), env or {}, tmp_path / f"daemon-{len(made)}.log")
-        made.append(d)
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.made: list[DaemonProc] = []
+
+    def __call__(self, store: Path, *args: str, env: dict[str, str] | None = None
+                 ) -> DaemonProc:
+        d = DaemonProc(store, list(args), env or {}, self.log_dir / f"daemon-{len(self.made)}.log")
+        self.made.append(d)
         return d
 
-    yield make
-    for d in made:
-        d.kill()
+    def close(self) -> None:
+        for d in self.made:
+            d.kill()
+
+
+@pytest.fixture
+def daemon_factory(tmp_path: Path) -> Iterator[DaemonFactory]:
+    """daemon_factory(store, *args, env={}) -> DaemonProc (not started); all stopped after."""
+    factory = DaemonFactory(tmp_path)
+    yield factory
+    factory.close()
+
+
+@pytest.fixture(scope="module")
+def module_daemon_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonFactory]:
+    """daemon_factory shared by a module, for daemons whose state the module's tests share."""
+    factory = DaemonFactory(tmp_path_factory.mktemp("daemon-logs"))
+    yield factory
+    factory.close()
