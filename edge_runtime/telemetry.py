@@ -7,6 +7,7 @@ vectorised update, so the per-request cost on the hot path is an append.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import threading
@@ -19,8 +20,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge_runtime.feedback import FeedbackBook
+from edge_runtime.monitor import wire
 from edge_runtime.monitor.drift import DriftAccumulator
 from edge_runtime.monitor.window import ModelMetrics
+from edge_runtime.monitor.wire import SnapshotLayout
 from edge_runtime.package import REFERENCE_STATS
 from edge_runtime.store.models import InstalledModel
 from edge_runtime.store.telemetry import TelemetryStore
@@ -37,6 +40,7 @@ DRIFT_LARGE_REQUEST_BYTES = 1 << 18
 @dataclass
 class _DriftSlot:
     acc: DriftAccumulator
+    layout: SnapshotLayout
     pending: list[tuple[Arrays, Arrays]] = field(default_factory=list)
     rows: int = 0
     nbytes: int = 0
@@ -93,7 +97,7 @@ class Telemetry:
             return
         try:
             ref = json.loads((model.path / REFERENCE_STATS).read_text())
-            slot = _DriftSlot(DriftAccumulator(ref))
+            slot = _DriftSlot(DriftAccumulator(ref), SnapshotLayout(ref))
         except (OSError, ValueError, KeyError) as exc:
             log.warning("%s %s: no drift histograms (%s)", model.name, model.version, exc)
             self._no_ref.add((model.name, model.version))
@@ -137,8 +141,11 @@ class Telemetry:
                 snap = slot.acc.snapshot(reset=True)
                 start, slot.start = slot.start, now
                 if _has_data(snap):
+                    # the compact wire form (counts only, in the reference's order): ~1-2 KB
+                    data = base64.b64encode(wire.encode(slot.layout, snap)).decode()
                     rows.append({"kind": "drift", "model": name, "version": version,
-                                 "start": start, "end": now, "payload": snap})
+                                 "start": start, "end": now,
+                                 "payload": {"encoding": wire.MAGIC.decode(), "data": data}})
         if self.store is not None and rows:
             self.store.append(rows)
         return len(rows)

@@ -44,10 +44,11 @@ _add_convert()
 
 
 def _add_fleet() -> None:
-    from fleet import cli_fleet, cli_rollout, cli_sim
+    from fleet import cli_fleet, cli_rollout, cli_sim, cli_stats
 
     for cmd in (cli_fleet.serve_cmd, cli_fleet.devices, cli_fleet.models, cli_fleet.deploy_cmd,
-                cli_rollout.rollout, cli_sim.sim_cmd):
+                cli_rollout.rollout, cli_sim.sim_cmd, cli_stats.drift, cli_stats.alerts,
+                cli_stats.experiment):
         cli.add_command(cmd)
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from edge_runtime.signing import TrustStore
 from fleet.db import open_db
 from fleet.desired import DesiredStates
+from fleet.drift import DriftService
+from fleet.experiments import Experiments
 from fleet.inventory import Inventory
 from fleet.registry import ModelRegistry
 from fleet.rollout.runner import RolloutRunner
@@ -23,4 +25,7 @@ class Fleet:
                                       allow_unsigned=settings.allow_unsigned)
         self.inventory = Inventory(self.db)
         self.desired = DesiredStates(self.db, self.registry, artifact_url=settings.artifact_url)
-        self.rollouts = RolloutRunner(self.db, self.registry, self.inventory, self.desired)
+        self.drift = DriftService(self.db, self.registry)
+        self.rollouts = RolloutRunner(self.db, self.registry, self.inventory, self.desired,
+                                      drift=self.drift)
+        self.experiments = Experiments(self.db, self.registry, self.inventory, self.desired)

@@ -64,6 +64,21 @@ MIGRATIONS: tuple[str, ...] = (
         end REAL NOT NULL, snapshot TEXT NOT NULL);
     CREATE INDEX drift_model ON drift(name, version, end);
     """,
+    """
+    CREATE TABLE feedback(
+        device TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL, end REAL NOT NULL,
+        n INTEGER NOT NULL, correct INTEGER NOT NULL);
+    CREATE INDEX feedback_model ON feedback(name, version, end);
+    CREATE TABLE alerts(
+        id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, model TEXT, version TEXT,
+        level TEXT NOT NULL, message TEXT NOT NULL, details TEXT NOT NULL, ts REAL NOT NULL);
+    CREATE TABLE experiments(
+        id TEXT PRIMARY KEY, name TEXT NOT NULL, a TEXT NOT NULL, b TEXT NOT NULL,
+        split REAL NOT NULL, unit TEXT NOT NULL, target TEXT NOT NULL, state TEXT NOT NULL,
+        config TEXT NOT NULL, looks TEXT NOT NULL DEFAULT '{}', decision TEXT,
+        created_at REAL NOT NULL, updated_at REAL NOT NULL);
+    ALTER TABLE rollouts ADD COLUMN judge TEXT NOT NULL DEFAULT '{}';
+    """,
 )
 
 

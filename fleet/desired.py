@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from edge_runtime.protocol import messages as m
 from edge_runtime.store.db import Database
-from fleet.registry import ModelRegistry
+from fleet.registry import ModelRegistry, ModelVersion
 
 
 class DesiredStates:
@@ -22,6 +22,10 @@ class DesiredStates:
         self.db = db
         self.registry = registry
         self.artifact_url = artifact_url  # base URL for HTTP delivery (large models), optional
+        # a published (name, version) never changes content, so lookups are cached
+        self._versions: dict[tuple[str, str], ModelVersion] = {}
+        # set by Experiments: the request-level experiment block of a device's model, if any
+        self.extras: Callable[[str, str], dict[str, Any] | None] = lambda _d, _n: None
 
     @staticmethod
     def assign(cur: Any, devices: Iterable[str], name: str, version: str,
@@ -39,32 +43,50 @@ class DesiredStates:
                              "ORDER BY a.name", (device,))
         models = {}
         for r in rows:
-            mv = self.registry.get(r["name"], r["version"])
+            mv = self._version(r["name"], r["version"])
             config = json.loads(r["config"]) if r["config"] else {}
             url = f"{self.artifact_url}/{mv.sha256}.edgepkg" if self.artifact_url else None
             target = m.ModelTarget(mv.version, r["deployment"], mv.artifact(url),
                                    m.Probation(**config.get("probation", {})))
-            models[r["name"]] = json.loads(m.encode(target))
-            models[r["name"]].pop("schema_version", None)
+            entry = json.loads(m.encode(target))
+            entry.pop("schema_version", None)
+            entry.pop("experiment", None)
+            extra = self.extras(device, r["name"])
+            if extra is not None:
+                entry["experiment"] = extra
+            models[r["name"]] = entry
         return models
 
+    def _version(self, name: str, version: str) -> ModelVersion:
+        key = (name, version)
+        if key not in self._versions:
+            self._versions[key] = self.registry.get(name, version)
+        return self._versions[key]
+
     def recompute(self, devices: Iterable[str]) -> list[str]:
-        """Refresh the documents of these devices; returns those whose content changed."""
-        changed = []
-        for device in devices:
-            models = self._models(device)
-            row = self.db.query("SELECT generation, doc FROM desired WHERE device = ?", (device,))
-            if row and json.loads(row[0]["doc"])["models"] == models:
-                continue
-            generation = (row[0]["generation"] if row else 0) + 1
-            doc = {"schema_version": m.SCHEMA_VERSION, "generation": generation,
-                   "models": models, "ts": time.time()}
-            with self.db.transaction() as cur:
-                cur.execute("INSERT INTO desired VALUES (?, ?, ?, 0) ON CONFLICT(device) DO "
-                            "UPDATE SET generation = excluded.generation, doc = excluded.doc",
-                            (device, generation, json.dumps(doc)))
-            changed.append(device)
-        return changed
+        """Refresh the documents of these devices; returns those whose content changed.
+
+        The changed documents are written in one transaction (one fsync, not one per device),
+        including those computed before a failure."""
+        changed: list[tuple[str, int, str]] = []
+        try:
+            for device in devices:
+                models = self._models(device)
+                row = self.db.query("SELECT generation, doc FROM desired WHERE device = ?",
+                                    (device,))
+                if row and json.loads(row[0]["doc"])["models"] == models:
+                    continue
+                generation = (row[0]["generation"] if row else 0) + 1
+                doc = {"schema_version": m.SCHEMA_VERSION, "generation": generation,
+                       "models": models, "ts": time.time()}
+                changed.append((device, generation, json.dumps(doc)))
+        finally:
+            if changed:
+                with self.db.transaction() as cur:
+                    cur.executemany("INSERT INTO desired VALUES (?, ?, ?, 0) ON CONFLICT(device) "
+                                    "DO UPDATE SET generation = excluded.generation, "
+                                    "doc = excluded.doc", changed)
+        return [device for device, _g, _doc in changed]
 
     def unpublished(self, limit: int = 500) -> list[tuple[str, int, bytes]]:
         rows = self.db.query("SELECT device, generation, doc FROM desired "

@@ -30,13 +30,16 @@ class Target:
         return self.kind if self.kind == "all" else f"{self.kind}:{self.value}"
 
     def matches(self, device: Device) -> bool:
+        return self.selects(device.id, device.group, device.tags)
+
+    def selects(self, device: str, group: str | None, tags: tuple[str, ...]) -> bool:
         if self.kind == "all":
             return True
         if self.kind == "group":
-            return device.group == self.value
+            return group == self.value
         if self.kind == "tag":
-            return self.value in device.tags
-        return device.id == self.value
+            return self.value in tags
+        return device == self.value
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,14 @@ class Inventory:
     def devices(self, target: Target | None = None) -> list[Device]:
         devices = [_row(r) for r in self.db.query("SELECT * FROM devices ORDER BY id")]
         return [d for d in devices if target is None or target.matches(d)]
+
+    def ids(self, target: Target) -> list[str]:
+        """Ids of the devices the target selects, without decoding what each one reports
+        (what the rollout tick needs, every tick)."""
+        rows = self.db.query("SELECT id, grp, tags FROM devices ORDER BY id")
+        return [r["id"] for r in rows
+                if target.selects(r["id"], r["grp"], tuple(json.loads(r["tags"]))
+                                  if target.kind == "tag" else ())]
 
     def get(self, device: str) -> Device:
         rows = self.db.query("SELECT * FROM devices WHERE id = ?", (device,))

@@ -18,14 +18,44 @@ from typing import Any
 import orjson
 
 from edge_runtime.errors import EdgeRuntimeError
+from edge_runtime.monitor.histogram import LogHistogram
 from edge_runtime.protocol import messages as m
 from edge_runtime.protocol.link import Link, LinkTimeout, Message, NotConnected
 from edge_runtime.protocol.topics import TopicScheme
+from fleet.alerts import Alerter
 from fleet.core import Fleet
 from fleet.deploy import standing
+from fleet.registry import ModelVersion
 
 log = logging.getLogger("fleet.manager")
 SUBSCRIBED = ("status", "heartbeat", "reported", "events", "telemetry", "artifact/req")
+# Chunk requests answered at once: each waits for the broker's acks in the background, so one
+# slow round trip does not hold up every other download; bounded to cap buffered chunks
+# (16 chunks of 64 KB per request: about 32 MB at most).
+CHUNK_JOBS = 32
+# Latest swap state per device and model; older news (by the device's clock) never wins.
+_STATE_UPSERT = ("INSERT INTO device_state VALUES (?, ?, ?, ?, ?, ?, ?) "
+                 "ON CONFLICT(device, name) DO UPDATE SET "
+                 "version = COALESCE(excluded.version, version), "
+                 "deployment = excluded.deployment, state = excluded.state, "
+                 "reason = excluded.reason, ts = excluded.ts WHERE excluded.ts >= ts")
+
+
+def _metrics_row(p: dict[str, Any]) -> tuple[int, int, str, str]:
+    """(requests, errors, errors by kind, latency) of a metrics payload, checked here: the
+    rollout gates merge these rows later, and one bad row there would stop every tick."""
+    requests, errors = p.get("requests"), p.get("errors", {})
+    if type(requests) is not int or requests < 0:
+        raise m.MessageInvalid("telemetry", "metrics 'requests' must be a count")
+    if not isinstance(errors, dict) or any(type(n) is not int or n < 0
+                                           for n in errors.values()):
+        raise m.MessageInvalid("telemetry", "metrics 'errors' must map kinds to counts")
+    try:
+        LogHistogram.from_dict(p.get("latency") or {})
+    except ValueError as exc:
+        raise m.MessageInvalid("telemetry", f"metrics 'latency': {exc}") from exc
+    return (requests, sum(errors.values()), orjson.dumps(errors).decode(),
+            orjson.dumps(p["latency"]).decode())
 
 
 class FleetManager:
@@ -37,6 +67,12 @@ class FleetManager:
         self._tasks: list[asyncio.Task[Any]] = []
         self._new_devices: set[str] = set()
         self._chunk_jobs: asyncio.Queue[tuple[str, m.ArtifactRequest]] = asyncio.Queue()
+        self._sending: set[asyncio.Task[None]] = set()
+        self._artifacts: dict[str, ModelVersion] = {}  # by sha256; published content is immutable
+        s = fleet.settings
+        self.alerter = Alerter(fleet, fleet.drift, self._publish_alert, window_s=s.drift_window_s,
+                               webhook=s.alert_webhook, command=s.alert_command)
+        self._next_checks = 0.0
 
     async def start(self) -> None:
         await self.link.subscribe(*(self.topics.all_devices(k) for k in SUBSCRIBED))
@@ -45,7 +81,7 @@ class FleetManager:
             self._tasks.append(asyncio.ensure_future(coro))
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        for task in (*self._tasks, *self._sending):
             task.cancel()
         await self.link.stop()
 
@@ -94,10 +130,12 @@ class FleetManager:
             rep = m.Reported.decode(msg.payload)
             if self.fleet.inventory.on_reported(cur, device, rep, orjson.loads(msg.payload)):
                 self._new_devices.add(device)
+            self._reported_states(cur, device, rep)
         elif kind == "artifact/req":
             self._chunk_jobs.put_nowait((device, m.ArtifactRequest.decode(msg.payload)))
 
     def _telemetry(self, cur: Any, device: str, t: m.Telemetry) -> None:
+        row = _metrics_row(t.payload) if t.kind == "metrics" else None
         if cur.execute("INSERT OR IGNORE INTO seen VALUES (?, ?)",
                        (t.msg_id, time.time())).rowcount == 0:
             self.stats["duplicates"] += 1
@@ -105,15 +143,15 @@ class FleetManager:
         if t.model is None or t.version is None:
             return
         p = t.payload
-        if t.kind == "metrics":
-            errors = p.get("errors", {})
+        if row is not None:
             cur.execute("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (device, t.model, t.version, t.start, t.end, int(p["requests"]),
-                         int(sum(errors.values())), json.dumps(errors),
-                         json.dumps(p["latency"])))
+                        (device, t.model, t.version, t.start, t.end, *row))
         elif t.kind == "drift":
             cur.execute("INSERT INTO drift VALUES (?, ?, ?, ?, ?, ?)",
                         (device, t.model, t.version, t.start, t.end, json.dumps(p)))
+        elif t.kind == "feedback":
+            cur.execute("INSERT INTO feedback VALUES (?, ?, ?, ?, ?, ?)",
+                        (device, t.model, t.version, t.end, int(p["n"]), int(p["correct"])))
 
     def _event(self, cur: Any, device: str, payload: bytes) -> None:
         e = m.Event.decode(payload)
@@ -124,30 +162,59 @@ class FleetManager:
                         e.ts)).rowcount == 0:
             self.stats["duplicates"] += 1
             return
-        cur.execute("INSERT INTO device_state VALUES (?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT(device, name) DO UPDATE SET version = excluded.version, "
-                    "deployment = excluded.deployment, state = excluded.state, "
-                    "reason = excluded.reason, ts = excluded.ts WHERE excluded.ts >= ts",
-                    (device, e.name, e.version, e.deployment, e.state, e.reason, e.ts))
+        cur.execute(_STATE_UPSERT, (device, e.name, e.version, e.deployment, e.state, e.reason,
+                                    e.ts))
+
+    def _reported_states(self, cur: Any, device: str, rep: m.Reported) -> None:
+        """The retained report carries each model's latest swap state: it stands in for events
+        lost on the way (a broker restarted without persistence drops the manager's session, so
+        events a device sends before the manager is back are gone; the device re-reports)."""
+        for name, model in rep.models.items():
+            if model.deployment is None:
+                continue
+            version = model.active if model.state in ("probation", "committed") else None
+            cur.execute(_STATE_UPSERT + " AND (state != excluded.state OR deployment IS NOT "
+                        "excluded.deployment)", (device, name, version, model.deployment,
+                                                 model.state, model.reason, rep.ts))
 
     # -- artifacts ---------------------------------------------------------------------------------
     async def _chunk_loop(self) -> None:
+        window = asyncio.Semaphore(CHUNK_JOBS)
         while True:
             device, req = await self._chunk_jobs.get()
-            mv = self.fleet.registry.by_sha(req.sha256)
+            mv = self._artifact(req.sha256)
             if mv is None:
                 log.warning("%s asked for unknown artifact %s", device, req.sha256[:12])
                 continue
-            with contextlib.suppress(NotConnected, LinkTimeout), mv.path.open("rb") as fh:
-                sends = []
-                for index in req.chunks:
-                    if index >= len(mv.chunks):
-                        continue
-                    fh.seek(index * mv.chunk_size)
-                    chunk = m.ArtifactChunk(mv.sha256, index, fh.read(mv.chunk_size))
-                    sends.append(self.link.publish(self.topics.artifact_chunk(device),
-                                                   chunk.encode()))
-                await asyncio.gather(*sends)
+            await window.acquire()
+            task = asyncio.ensure_future(self._send_chunks(device, mv, req.chunks))
+            self._sending.add(task)
+
+            def sent(t: asyncio.Task[None]) -> None:
+                self._sending.discard(t)
+                window.release()
+
+            task.add_done_callback(sent)
+
+    def _artifact(self, sha256: str) -> ModelVersion | None:
+        mv = self._artifacts.get(sha256)
+        if mv is None:
+            mv = self.fleet.registry.by_sha(sha256)
+            if mv is not None:
+                self._artifacts[sha256] = mv
+        return mv
+
+    async def _send_chunks(self, device: str, mv: ModelVersion, chunks: tuple[int, ...]) -> None:
+        with contextlib.suppress(NotConnected, LinkTimeout), mv.path.open("rb") as fh:
+            sends = []
+            for index in chunks:
+                if index >= len(mv.chunks):
+                    continue
+                fh.seek(index * mv.chunk_size)
+                chunk = m.ArtifactChunk(mv.sha256, index, fh.read(mv.chunk_size))
+                sends.append(self.link.publish(self.topics.artifact_chunk(device),
+                                               chunk.encode()))
+            await asyncio.gather(*sends)
 
     # -- tick ------------------------------------------------------------------------------------
     async def _tick_loop(self) -> None:
@@ -165,8 +232,16 @@ class FleetManager:
         for device in new:
             if standing(f.db, f.desired, f.inventory.get(device)):
                 touched.add(device)
+        touched |= f.experiments.tick()
         f.desired.recompute(sorted(touched | self._pending_recompute()))
         await self.publish_desired()
+        if time.time() >= self._next_checks:  # drift/degradation alerts, experiment looks
+            self._next_checks = time.time() + f.settings.alert_interval_s
+            await self.alerter.check()
+            f.experiments.look()
+
+    async def _publish_alert(self, topic: str, body: bytes) -> None:
+        await self.link.publish(topic, body)
 
     def _pending_recompute(self) -> set[str]:
         """Devices whose assignments changed outside the manager (CLI deploys)."""

@@ -57,6 +57,7 @@ class SimConfig:
     offline_for_s: float = 30.0
     knobs: SimKnobs = field(default_factory=SimKnobs)
     seed: int = 0
+    real_models: bool = False  # onnxruntime/TFLite instead of the instant fake
 
 
 class _SimModel:
@@ -82,12 +83,17 @@ class SimBackend:
 
     name = "sim"
 
-    def __init__(self, knobs: SimKnobs) -> None:
+    def __init__(self, knobs: SimKnobs, *, real: bool = False) -> None:
         self.knobs = knobs
+        self.real = real  # run the packaged model for real (outputs, and so output drift)
 
-    def load(self, model_path: Path, manifest: Manifest, options: BackendOptions) -> _SimModel:
+    def load(self, model_path: Path, manifest: Manifest, options: BackendOptions) -> Any:
         if manifest.version in self.knobs.failing:
             raise SwapError(manifest.name, manifest.version, "simulated load failure")
+        if self.real:
+            from edge_runtime.backends import get_backend
+
+            return get_backend(manifest.format).load(model_path, manifest, options)
         return _SimModel(manifest)
 
 
@@ -98,7 +104,7 @@ class SimDevice:
         self.rng = rng
         self.drifted = rng.random() < cfg.knobs.drift_fraction
         self.offline = rng.random() < cfg.offline_fraction
-        backend = SimBackend(cfg.knobs)
+        backend = SimBackend(cfg.knobs, real=cfg.real_models)
         settings = ServeSettings(store=root / self.id, trusted_keys=cfg.trusted_keys,
                                  telemetry_interval_s=cfg.telemetry_interval_s)
         self.runtime = Runtime(settings=settings, backends={"onnx": backend, "tflite": backend})
@@ -127,8 +133,11 @@ class SimDevice:
         np_rng = np.random.default_rng(self.rng.randrange(2**31))
         while period is not None:
             await asyncio.sleep(period * (0.5 + self.rng.random()))
-            for served in self.runtime.registry.models():
-                self._request(served, np_rng)
+            registry = self.runtime.registry
+            for active in registry.models():
+                # a request-level A/B split routes each request by its unit id
+                unit = f"{self.id}-{self.rng.getrandbits(48):x}"
+                self._request(registry.get(active.name, unit=unit), np_rng)
 
     def _request(self, served: Any, np_rng: np.random.Generator) -> None:
         k, m = self.cfg.knobs, served.installed.manifest

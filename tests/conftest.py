@@ -71,7 +71,7 @@ def run_cli(module: str, *args: str | Path, cwd: Path | None = None
 
 def build_package(out_dir: Path, signer: Signer | None, *, name: str = "gemm",
                   version: str = "1", model: bytes | None = None, n_in: int = 4,
-                  seed: int = 0) -> Path:
+                  seed: int = 0, calib_rows: int = 64) -> Path:
     """A real fp32 package of a one-layer ONNX model, through the converter pipeline."""
     from converters import sources
     from converters.pipeline import ConvertRequest, convert
@@ -80,7 +80,8 @@ def build_package(out_dir: Path, signer: Signer | None, *, name: str = "gemm",
     out_dir.mkdir(parents=True, exist_ok=True)
     src_path.write_bytes(model if model is not None else gemm_model(n_in=n_in, seed=seed))
     calib = out_dir / f".calib-{name}-{version}.npy"
-    np.save(calib, np.random.default_rng(seed).standard_normal((64, n_in)).astype(np.float32))
+    np.save(calib, np.random.default_rng(seed).standard_normal((calib_rows, n_in)).astype(
+        np.float32))
     req = ConvertRequest(name=name, version=version, precision="fp32", out_dir=out_dir,
                          signer=signer, calibration=calib)
     result = convert(sources.from_onnx_file(src_path), req, log=lambda _m: None)

@@ -70,6 +70,7 @@ class RolloutConfig:
     max_error_increase: float = 0.02
     max_p95_ratio: float = 1.5
     on_failure: str = "rollback"  # rollback | pause
+    max_drift: str = "alert"  # canary drift at this level fails the step: warn | alert | off
     probation: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -134,6 +135,7 @@ class Observation:
     canary: ArmMetrics = ArmMetrics()
     control: ArmMetrics = ArmMetrics()
     command: Command | None = None
+    objection: str = ""  # the statistics engine's reason to fail this step (fleet.rollout.judge)
 
 
 @dataclass(frozen=True)
@@ -224,7 +226,7 @@ def _bake(r: Rollout, obs: Observation, actions: list[Action]) -> tuple[Rollout,
                              reason=f"not enough data: {obs.canary.requests} canary requests "
                                     f"< {cfg.min_requests}"), []
             return r, []
-        verdict = metric_gates(cfg, obs.canary, obs.control)
+        verdict = obs.objection or metric_gates(cfg, obs.canary, obs.control)
         if verdict:
             return _gate_failed(r, obs, verdict)
     if r.step + 1 >= len(cfg.steps):

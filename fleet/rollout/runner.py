@@ -15,9 +15,11 @@ from typing import Any
 from edge_runtime.monitor.histogram import LogHistogram
 from edge_runtime.store.db import Database
 from fleet.desired import DesiredStates
+from fleet.drift import DriftService
 from fleet.errors import RolloutConflict, RolloutNotFound
 from fleet.inventory import Inventory, Target
 from fleet.registry import ModelRegistry
+from fleet.rollout.judge import judge_step
 from fleet.rollout.machine import (
     LIVE,
     ArmMetrics,
@@ -34,6 +36,14 @@ from fleet.rollout.machine import (
 )
 
 
+def _judging(r: Rollout, now: float, command: Command | None) -> bool:
+    """Whether plan() may read the arms' metrics now: only a bake that is over, with metric
+    gates on, is judged on them (see machine._bake). Reading them means scanning every
+    interval since the step started, so the other ticks skip it."""
+    return (command is None and r.state is RState.BAKING and r.config.min_requests > 0
+            and now >= r.step_started + r.config.bake_s)
+
+
 def _row(r: Any) -> Rollout:
     return Rollout(r["id"], r["name"], r["version"], r["from_version"], r["target"],
                    RolloutConfig.from_dict(json.loads(r["config"])), RState(r["state"]),
@@ -44,7 +54,8 @@ def _row(r: Any) -> Rollout:
 
 class RolloutRunner:
     def __init__(self, db: Database, registry: ModelRegistry, inventory: Inventory,
-                 desired: DesiredStates) -> None:
+                 desired: DesiredStates, *, drift: DriftService | None = None) -> None:
+        self.drift = drift
         self.db = db
         self.registry = registry
         self.inventory = inventory
@@ -99,7 +110,8 @@ class RolloutRunner:
 
     def _advance(self, r: Rollout, now: float) -> set[str]:
         cmd_row = self.db.query("SELECT command FROM rollouts WHERE id = ?", (r.id,))[0][0]
-        obs = self._observe(r, now, Command(cmd_row) if cmd_row else None)
+        command = Command(cmd_row) if cmd_row else None
+        obs = self._observe(r, now, command, metrics=_judging(r, now, command))
         nxt, actions = plan(r, obs)
         if nxt != r or cmd_row:
             self._save(nxt, now)
@@ -157,8 +169,9 @@ class RolloutRunner:
         return bool(later)
 
     # -- observation -----------------------------------------------------------------------------
-    def _observe(self, r: Rollout, now: float, command: Command | None) -> Observation:
-        targeted = [d.id for d in self.inventory.devices(Target.parse(r.target))]
+    def _observe(self, r: Rollout, now: float, command: Command | None, *,
+                 metrics: bool = True) -> Observation:
+        targeted = self.inventory.ids(Target.parse(r.target))
         assigned = {row["device"]: row["since"] for row in self.db.query(
             "SELECT device, since FROM rollout_devices WHERE rollout = ?", (r.id,))}
         states = {row["device"]: row["state"] for row in self.db.query(
@@ -166,13 +179,32 @@ class RolloutRunner:
             (r.id, r.name))}
         devices = tuple(DeviceObs(d, d in assigned, states.get(d), assigned.get(d))
                         for d in sorted(set(targeted) | set(assigned)))
+        if not metrics:
+            return Observation(now, devices, command=command)
         canary = [d for d in assigned if states.get(d) == "committed"]
         control = [d for d in targeted if d not in assigned]
+        objection = ""
+        if r.state is RState.BAKING and now >= r.step_started + r.config.bake_s:
+            objection = self._judge(r, set(canary), set(control))
         return Observation(
             now, devices,
             canary=self.arm_metrics(r.name, r.version, canary, r.step_started),
             control=self.arm_metrics(r.name, r.from_version, control, r.step_started),
-            command=command)
+            command=command, objection=objection)
+
+    def _judge(self, r: Rollout, canary: set[str], control: set[str]) -> str:
+        """Run the statistics engine for this step; its sequential states persist per step."""
+        row = self.db.query("SELECT judge FROM rollouts WHERE id = ?", (r.id,))
+        saved = json.loads(row[0][0]) if row else {}
+        key = f"step{r.step}"
+        judgement, states = judge_step(self.db, self.drift, r, canary=canary, control=control,
+                                       states=saved.get(key, {}))
+        saved[key] = states
+        saved[f"{key}_details"] = judgement.details
+        with self.db.transaction() as cur:
+            cur.execute("UPDATE rollouts SET judge = ? WHERE id = ?",
+                        (json.dumps(saved, default=str), r.id))
+        return judgement.objection
 
     def arm_metrics(self, name: str, version: str | None, devices: list[str],
                     since: float) -> ArmMetrics:

@@ -1,0 +1,125 @@
+"""Fleet alerts: drift and degradation checks on a timer, published on
+``edge/v1/{fleet}/alerts/{kind}`` for dashboards, kept in the database, and optionally handed to a
+webhook or a command (e.g. to trigger retraining). An alert fires when a level changes, not on
+every check."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shlex
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from edge_runtime.package import VALIDATION, open_package
+from edge_runtime.protocol import messages as m
+from fleet.core import Fleet
+from fleet.drift import DriftService
+from fleet.stats.decisions import Level
+from fleet.stats.degradation import check_degradation, validation_accuracy
+
+log = logging.getLogger("fleet.alerts")
+Publish = Callable[[str, bytes], Awaitable[None]]
+
+
+class Alerter:
+    def __init__(self, fleet: Fleet, drift: DriftService, publish: Publish, *,
+                 window_s: float = 3600.0, webhook: str | None = None,
+                 command: str | None = None) -> None:
+        self.fleet = fleet
+        self.drift = drift
+        self.publish = publish
+        self.window_s = window_s
+        self.webhook = webhook
+        self.command = command
+
+    def _last(self, kind: str, name: str, version: str) -> str:
+        rows = self.fleet.db.query("SELECT level FROM alerts WHERE kind = ? AND model = ? AND "
+                                   "version = ? ORDER BY id DESC LIMIT 1", (kind, name, version))
+        return str(rows[0][0]) if rows else Level.OK.value
+
+    async def check(self, now: float | None = None) -> list[m.Alert]:
+        now = time.time() if now is None else now
+        fired = []
+        for name, version in self.drift.live_versions(now - self.window_s):
+            level, reasons = self.drift.fleet_level(name, version, since=now - self.window_s)
+            alert = await self._transition("drift", name, version, level.value,
+                                           ("; ".join(reasons[:5]), {"reasons": reasons}))
+            fired += [alert] if alert else []
+        for name, version in self._feedback_versions(now - self.window_s):
+            grade, message, details = self._degradation(name, version, now - self.window_s)
+            alert = await self._transition("degradation", name, version, grade,
+                                           (message, details))
+            fired += [alert] if alert else []
+        return fired
+
+    async def _transition(self, kind: str, name: str, version: str, level: str,
+                          what: tuple[str, dict[str, Any]]) -> m.Alert | None:
+        message, details = what
+        if level == Level.INSUFFICIENT.value or level == self._last(kind, name, version):
+            return None
+        if level == Level.OK.value:
+            message = "back to normal"
+        alert = m.Alert(kind, level, name, version, message or level, details)
+        with self.fleet.db.transaction() as cur:
+            cur.execute("INSERT INTO alerts (kind, model, version, level, message, details, ts) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)", (kind, name, version, level,
+                                                         alert.message, json.dumps(details),
+                                                         alert.ts))
+        body = m.encode(alert)
+        topic = f"edge/v1/{self.fleet.settings.fleet}/alerts/{kind}"
+        try:
+            await self.publish(topic, body)
+        except Exception as exc:  # the alert is stored; dashboards get the next one
+            log.warning("alert not published: %s", exc)
+        await self._hooks(body)
+        return alert
+
+    async def _hooks(self, body: bytes) -> None:
+        if self.webhook:
+            req = urllib.request.Request(self.webhook, data=body,
+                                         headers={"Content-Type": "application/json"})
+            try:
+                await asyncio.get_running_loop().run_in_executor(
+                    None, lambda: urllib.request.urlopen(req, timeout=10).close())
+            except OSError as exc:
+                log.warning("alert webhook failed: %s", exc)
+        if self.command:
+            proc = await asyncio.create_subprocess_exec(*shlex.split(self.command),
+                                                        stdin=asyncio.subprocess.PIPE)
+            await proc.communicate(body)
+
+    def _feedback_versions(self, since: float) -> list[tuple[str, str]]:
+        rows = self.fleet.db.query(
+            "SELECT DISTINCT name, version FROM feedback WHERE end >= ? UNION "
+            "SELECT DISTINCT name, version FROM drift WHERE end >= ?", (since, since))
+        return [(r["name"], r["version"]) for r in rows]
+
+    def _degradation(self, name: str, version: str, since: float
+                     ) -> tuple[str, str, dict[str, Any]]:
+        """With labels: accuracy against the package's validation accuracy. Without: the
+        prediction distribution and the mean confidence against the reference (a proxy)."""
+        row = self.fleet.db.query("SELECT SUM(n), SUM(correct) FROM feedback WHERE name = ? "
+                                  "AND version = ? AND end >= ?", (name, version, since))[0]
+        total, correct = int(row[0] or 0), int(row[1] or 0)
+        pkg = open_package(self.fleet.registry.get(name, version).path, None,
+                           allow_unsigned=True)
+        baseline = validation_accuracy(pkg.read_json(VALIDATION))
+        report = self.drift.merged_report(name, version, since=since)
+        rep = check_degradation(version, labels=(correct, total) if total else None,
+                                validation=baseline, report=report)
+        if rep.accuracy is not None and rep.basis == "labels":
+            a = rep.accuracy
+            message = (f"accuracy {a.accuracy:.3f} over {a.total} labels vs validation "
+                       f"{a.validation:.3f} (alert below {a.threshold:.3f})")
+            details = {"basis": "labels", "accuracy": a.accuracy, "lower": a.lower,
+                       "upper": a.upper, "validation": a.validation, "n": a.total}
+        else:
+            drops = [f"{c.output} mean confidence {c.mean_top:.3f} vs {c.baseline:.3f}"
+                     for c in rep.confidence if c.level in (Level.WARN, Level.ALERT)]
+            message = "; ".join(drops) or "prediction distribution drifted"
+            details = {"basis": "proxy", "confidence": [c.__dict__ for c in rep.confidence]}
+        return rep.level.value, message, details
