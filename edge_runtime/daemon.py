@@ -117,7 +117,8 @@ class Daemon:
         host, port = sockets[0].getsockname()[:2]
         self._write_run_file(f"http://{host}:{port}")
         config = uvicorn.Config(self.app, http="httptools", lifespan="on", access_log=False,
-                                log_level=s.log_level, timeout_keep_alive=30)
+                                log_level=s.log_level, timeout_keep_alive=30,
+                                server_header=False, date_header=False, proxy_headers=False)
         server = uvicorn.Server(config)
         flusher = asyncio.get_running_loop().create_task(self._flush_loop())
         agent = await self._start_agent()

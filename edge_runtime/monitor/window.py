@@ -96,7 +96,10 @@ class MetricsWindow:
         self._started = clock()
         self._epochs: list[int | None] = [None] * slots
         self._ring = [IntervalStats() for _ in range(slots)]
-        self._total = IntervalStats()
+        # totals are plain counters: Prometheus needs sums and counts, not a histogram
+        self._total_requests = self._total_items = 0
+        self._total_latency = 0.0
+        self._total_errors: dict[str, int] = {}
         self._interval = IntervalStats()
 
     def _slot(self) -> IntervalStats:
@@ -111,14 +114,17 @@ class MetricsWindow:
     def record(self, latency_s: float, *, items: int = 1) -> None:
         """Count one served request (``items`` batch rows) that took ``latency_s`` seconds."""
         self._slot().add_request(latency_s, items)
-        self._total.add_request(latency_s, items)
         self._interval.add_request(latency_s, items)
+        self._total_requests += 1
+        self._total_items += items
+        self._total_latency += latency_s
 
     def record_error(self, kind: str) -> None:
         """Count one failed request; ``kind`` is a short stable label (e.g. "input_invalid")."""
         self._slot().add_error(kind)
-        self._total.add_error(kind)
         self._interval.add_error(kind)
+        self._total_requests += 1
+        self._total_errors[kind] = self._total_errors.get(kind, 0) + 1
 
     def snapshot(self, seconds: float) -> WindowSnapshot:
         """Merge the slots of the last ``seconds`` (capped at the ring's span).
@@ -139,8 +145,9 @@ class MetricsWindow:
         return _to_snapshot(merged, max(now - start, 0.0))
 
     def totals(self) -> WindowTotals:
-        t = self._total
-        return WindowTotals(t.requests, dict(t.errors), t.latency.sum, t.latency.count, t.items)
+        served = self._total_requests - sum(self._total_errors.values())
+        return WindowTotals(self._total_requests, dict(self._total_errors), self._total_latency,
+                            served, self._total_items)
 
     def drain(self) -> IntervalStats:
         """Hand over the counts since the last drain and start a new interval."""
