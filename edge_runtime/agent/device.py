@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -172,6 +172,9 @@ class DeviceAgent:
                 self._applied = desired.generation
             except _Superseded:
                 continue
+            except Exception:  # the loop must survive anything one model throws at it
+                log.exception("%s: applying the desired state failed; retrying on the next "
+                              "change", self.device)
             with contextlib.suppress(EdgeRuntimeError):
                 await self.publish_reported()
 
@@ -241,7 +244,7 @@ class DeviceAgent:
         except _Superseded:
             await self._in_thread(self.rt.swaps.abort, rec, "superseded by a newer desired state")
             raise
-        except EdgeRuntimeError as exc:
+        except (EdgeRuntimeError, OSError) as exc:  # OSError: disk full, URL unreachable, ...
             return await self._in_thread(self.rt.swaps.fail, rec, f"download failed: {exc}")
         return await self._in_thread(self.rt.swaps.downloaded, rec)
 
@@ -279,7 +282,8 @@ class DeviceAgent:
                 chunk = await asyncio.wait_for(self._chunks.get(), left)
             except TimeoutError:
                 break
-            if chunk.sha256 == dl.artifact.sha256 and dl.write(chunk.index, chunk.data):
+            if chunk.sha256 == dl.artifact.sha256:
+                dl.write(chunk.index, chunk.data)  # a bad copy is dropped (and counted): ask again
                 pending.discard(chunk.index)
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
@@ -351,7 +355,7 @@ class DeviceAgent:
             body = orjson.dumps(payload)
         else:
             topic = self.topics.telemetry(self.device)
-            body = m.encode(m.Telemetry(
+            body = _encode_flat(m.Telemetry(
                 payload["msg_id"], kind, payload.get("model"), payload.get("version"),
                 payload.get("start", 0.0), payload.get("end", 0.0), payload.get("payload", {})))
         await self.link.publish(topic, body)
@@ -362,6 +366,13 @@ class DeviceAgent:
             with contextlib.suppress(EdgeRuntimeError):
                 hb = m.Heartbeat(self._session, time.monotonic() - self._started)
                 await self.link.publish(self.topics.heartbeat(self.device), m.encode(hb), qos=0)
+
+
+def _encode_flat(msg: Any) -> bytes:
+    """The bytes of ``m.encode(msg)`` without dataclasses.asdict's deep copy of every nested
+    dict (telemetry payloads carry histograms: the copy was most of a send's cost)."""
+    return orjson.dumps({"schema_version": m.SCHEMA_VERSION,
+                         **{f.name: getattr(msg, f.name) for f in fields(msg)}})
 
 
 class _Superseded(Exception):

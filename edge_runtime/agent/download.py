@@ -20,6 +20,9 @@ from edge_runtime.package import sha256_file
 from edge_runtime.protocol.messages import Artifact
 
 _SAVE_EVERY = 16
+# Copies of one chunk that may fail their sha256 before the download fails: the bytes are not
+# damaged in transit (TCP) but wrong at the source, and asking forever would hang the update.
+BAD_COPIES = 3
 
 
 class PartialDownload:
@@ -30,6 +33,7 @@ class PartialDownload:
         self.part = directory / f"{artifact.sha256}.part"
         self._meta = directory / f"{artifact.sha256}.chunks"
         self.done: set[int] = set()
+        self._bad: dict[int, int] = {}
         self._unsaved = 0
         if not self.final.exists():
             self._load()
@@ -53,11 +57,16 @@ class PartialDownload:
         return [i for i in range(len(self.artifact.chunks)) if i not in self.done]
 
     def write(self, index: int, data: bytes) -> bool:
-        """Store one chunk if it is ours and intact; False (ignored) otherwise."""
+        """Store one chunk if it is ours and intact; False (ignored) otherwise. Raises
+        IntegrityError when ``BAD_COPIES`` copies of the same chunk were corrupt."""
         a = self.artifact
         if not 0 <= index < len(a.chunks) or index in self.done:
             return False
-        if hashlib.sha256(data).hexdigest() != a.chunks[index]:
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != a.chunks[index]:
+            self._bad[index] = self._bad.get(index, 0) + 1
+            if self._bad[index] >= BAD_COPIES:
+                raise IntegrityError(self.part, f"chunk {index}", a.chunks[index], actual)
             return False
         fd = os.open(self.part, os.O_WRONLY)
         try:

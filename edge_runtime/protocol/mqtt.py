@@ -28,6 +28,9 @@ from edge_runtime.protocol.link import (
 log = logging.getLogger("edge_runtime.mqtt")
 T = TypeVar("T")
 _MISC_PERIOD_S = 1.0
+# Packets read per readable event at most. paho reads one packet per loop_read(), so a busy
+# receiver (the manager) would otherwise get one message per event-loop turn, and batch nothing.
+_READ_BURST = 1000
 
 
 def _paho() -> Any:
@@ -56,6 +59,7 @@ class MqttLink:
         self._client: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._backoff = settings.reconnect_min_s
+        self._handled = 0  # messages and acks received: progress of one read
 
     @property
     def connected(self) -> bool:
@@ -96,7 +100,11 @@ class MqttLink:
         task.add_done_callback(self._tasks.discard)
 
     def _read(self) -> None:
-        self._client.loop_read()
+        """Read every packet the socket holds (up to a burst), not just one."""
+        for _ in range(_READ_BURST):
+            before = self._handled
+            if self._client.loop_read() != 0 or self._handled == before:
+                return
 
     def _write(self) -> None:
         self._client.loop_write()
@@ -187,6 +195,7 @@ class MqttLink:
                 fut.set_exception(NotConnected("wait for the broker's acknowledgement"))
 
     def _on_ack(self, _c: Any, _ud: Any, mid: int, _reason: Any, _props: Any) -> None:
+        self._handled += 1
         fut = self._pending.pop(mid, None)
         if fut is not None and not fut.done():
             fut.set_result(None)
@@ -195,6 +204,7 @@ class MqttLink:
         self._on_ack(_c, _ud, mid, None, None)
 
     def _on_message(self, _c: Any, _ud: Any, msg: Any) -> None:
+        self._handled += 1
         self._queue.put_nowait(Message(msg.topic, bytes(msg.payload), bool(msg.retain)))
 
     # -- operations -----------------------------------------------------------------------------
