@@ -60,14 +60,14 @@ class Experiments:
 
     # -- commands ----------------------------------------------------------------------------
     def start(self, name: str, a: str, b: str, *, split: float, unit: str,
-              target: Target) -> dict[str, Any]:
+              target: Target, experiment_id: str | None = None) -> dict[str, Any]:
         va, vb = self.registry.resolve(name, a), self.registry.resolve(name, b)
         if unit not in UNITS or not 0 < split < 100 or va.version == vb.version:
             raise FleetError(f"an experiment needs two versions, --unit {'|'.join(UNITS)} and "
                              "0 < --split < 100")
         if self._running(name):
             raise FleetError(f"an experiment on {name} is already running; stop it first")
-        eid = f"ex-{uuid.uuid4().hex[:10]}"
+        eid = experiment_id or f"ex-{uuid.uuid4().hex[:10]}"
         now = time.time()
         with self.db.transaction() as cur:
             cur.execute("INSERT INTO experiments (id, name, a, b, split, unit, target, state, "

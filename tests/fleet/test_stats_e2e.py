@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_runtime.protocol.assignment import assign
 from edge_runtime.protocol.link import Message
 from edge_runtime.protocol.mqtt import MqttLink
 from fleet.deploy import deploy
@@ -91,8 +92,12 @@ def test_ab_experiment(tmp_path: Path, broker: Broker, keys: Keys, packages: dic
         await _fleet(h, packages, 12, SimKnobs(error_rates={"3": 0.3, "2": 0.0}))
         f = h.fleet
         assert f is not None
+        ids = [d.id for d in h.sim.devices]  # type: ignore[union-attr]
+        # an id whose device split leaves >= 5 devices per arm (the per-device tests' minimum)
+        eid = next(f"ex-test-{i}" for i in range(1000)
+                   if 5 <= sum(assign(f"ex-test-{i}", d) == "b" for d in ids) <= 7)
         exp = f.experiments.start("digits", "2", "3", split=50.0, unit=unit,
-                                  target=Target.parse("all"))
+                                  target=Target.parse("all"), experiment_id=eid)
         if unit == "device":
             await h.until(lambda: h.count("digits", "3") + h.count("digits", "2") == 12,
                           what="arms assigned")
