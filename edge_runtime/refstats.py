@@ -42,8 +42,11 @@ def feature_matrix(layout: Mapping[str, Any], array: NDArray[Any]) -> NDArray[An
         return array.reshape(n, -1)
     axis = int(layout["axis"])
     other = tuple(a for a in range(1, array.ndim) if a != axis)
-    means: NDArray[Any] = np.asarray(array, dtype=np.float64).mean(axis=other)
-    return means.reshape(n, -1)
+    # float inputs are averaged in their own precision (numpy sums pairwise: plenty for 50
+    # bins) rather than copied to float64, which on a 1x3x224x224 image costs 3x the time
+    source = array if array.dtype.kind == "f" else np.asarray(array, dtype=np.float64)
+    means: NDArray[Any] = source.mean(axis=other)
+    return means.reshape(n, -1).astype(np.float64, copy=False)
 
 
 def _is_categorical(dtype: np.dtype[Any], values: NDArray[Any]) -> bool:

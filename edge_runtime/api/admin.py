@@ -37,7 +37,7 @@ class Admin:
         if req.authorization is None or not hmac.compare_digest(req.authorization, self._token):
             raise Unauthorized("missing or wrong admin token")
 
-    async def handle(self, req: Request, body: bytes) -> Result:
+    async def handle(self, req: Request, body: bytes | memoryview) -> Result:
         self._check(req)
         parts = req.path.strip("/").split("/")[1:]
         args = _json(body) if body else {}
@@ -62,7 +62,7 @@ class Admin:
         return record_doc(record), 200 if record.state.value != "failed" else 409
 
 
-def _json(body: bytes) -> dict[str, Any]:
+def _json(body: bytes | memoryview) -> dict[str, Any]:
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:

@@ -21,7 +21,16 @@ import orjson
 from edge_runtime import __version__
 from edge_runtime.api import admin
 from edge_runtime.api.errors import status_for
-from edge_runtime.api.http import Receive, Request, Scope, Send, json_bytes, read_body, send
+from edge_runtime.api.http import (
+    Body,
+    Receive,
+    Request,
+    Scope,
+    Send,
+    json_bytes,
+    read_body,
+    send,
+)
 from edge_runtime.codecs import (
     check_outputs,
     decode_predict,
@@ -113,7 +122,8 @@ class App:
             return _ok(*await self._admin.handle(req, body))
         self._check_token(req)
         if req.method == "POST":
-            body = await read_body(receive, req.content_length, self._limit)
+            body = await read_body(receive, req.content_length, self._limit,
+                                   align_at=req.header_length)
             if path.startswith(_V2_MODELS) and path.endswith("/feedback"):
                 return self._feedback(path[len(_V2_MODELS):-len("/feedback")], body)
             if path.startswith(_V2_MODELS) and path.endswith("/infer"):
@@ -141,7 +151,7 @@ class App:
             return _ok({"ready": self.ready}, 200 if self.ready else 503)
         return _ok({"error": f"no route for {path}"}, 404)
 
-    async def _v2_infer(self, rest: str, req: Request, body: bytes) -> Response:
+    async def _v2_infer(self, rest: str, req: Request, body: Body) -> Response:
         name, version = rest, None
         if "/" in rest:
             name, version, tail = _split_model_path(rest + "/x")
@@ -162,14 +172,14 @@ class App:
             return 200, out, None  # send() writes the same content-type header
         return 200, out, [(k.lower().encode(), v.encode()) for k, v in headers.items()]
 
-    async def _v1_predict(self, rest: str, body: bytes) -> Response:
+    async def _v1_predict(self, rest: str, body: Body) -> Response:
         name, version, _ = _split_model_path(rest)
         served = self.rt.registry.get(name, version)
         inputs, fmt = decode_predict(body, served.installed.manifest.inputs)
         result = await self.rt.dataplane.infer_async(name, version, inputs)
         return 200, encode_predict(result.outputs, fmt), None
 
-    async def _simple(self, name: str, body: bytes) -> Response:
+    async def _simple(self, name: str, body: Body) -> Response:
         served = self.rt.registry.get(name)
         inputs = decode_simple(body, served.installed.manifest.inputs)
         result = await self.rt.dataplane.infer_async(name, None, inputs)
@@ -193,7 +203,7 @@ class App:
             {"version": served.version, "state": "AVAILABLE",
              "status": {"error_code": "OK", "error_message": ""}}]})
 
-    def _feedback(self, name: str, body: bytes) -> Response:
+    def _feedback(self, name: str, body: Body) -> Response:
         """True labels for earlier predictions: by V2 request id, or with the predictions."""
         try:
             doc = orjson.loads(body)

@@ -16,6 +16,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 JSON = [(b"content-type", b"application/json")]
+Body = bytes | memoryview  # memoryview: joined with the binary tensors aligned (_aligned)
 
 
 @dataclass
@@ -49,7 +50,8 @@ def _int(value: bytes, name: str) -> int:
         raise PayloadInvalid(f"header {name} is not an integer") from exc
 
 
-async def read_body(receive: Receive, declared: int | None, limit: int) -> bytes:
+async def read_body(receive: Receive, declared: int | None, limit: int, *,
+                    align_at: int | None = None) -> Body:
     if declared is not None and declared > limit:
         raise PayloadTooLarge(declared, limit)
     chunks: list[bytes] = []
@@ -66,10 +68,23 @@ async def read_body(receive: Receive, declared: int | None, limit: int) -> bytes
             chunks.append(chunk)
         if not message.get("more_body", False):
             break
-    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    if declared is not None and len(body) != declared:
-        raise PayloadInvalid(f"body has {len(body)} bytes, Content-Length says {declared}")
-    return body
+    if declared is not None and size != declared:
+        raise PayloadInvalid(f"body has {size} bytes, Content-Length says {declared}")
+    if align_at is not None and len(chunks) > 1:
+        return _aligned(chunks, size, align_at)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _aligned(chunks: list[bytes], size: int, offset: int) -> memoryview:
+    """Join the chunks so that byte ``offset`` (where binary tensors start, after the JSON
+    header) lands 64-byte aligned: the tensors are then used in place, not copied again."""
+    pad = (-offset) % 64
+    buf = bytearray(pad + size)
+    pos = pad
+    for chunk in chunks:
+        buf[pos:pos + len(chunk)] = chunk
+        pos += len(chunk)
+    return memoryview(buf)[pad:]
 
 
 async def send(send_: Send, status: int, body: bytes,

@@ -21,7 +21,8 @@ from edge_runtime.manifest import TensorSpec
 __all__ = ["decode_simple", "encode_simple"]
 
 
-def decode_simple(body: bytes, specs: tuple[TensorSpec, ...]) -> dict[str, NDArray[Any]]:
+def decode_simple(body: bytes | memoryview, specs: tuple[TensorSpec, ...]
+                  ) -> dict[str, NDArray[Any]]:
     """The inputs, cast to the spec dtypes, a single instance expanded to a batch of one."""
     doc = loads(body)
     if isinstance(doc, dict):

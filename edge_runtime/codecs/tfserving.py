@@ -28,7 +28,7 @@ Format = Literal["row", "columnar"]
 
 
 def decode_predict(
-    body: bytes, specs: tuple[TensorSpec, ...]
+    body: bytes | memoryview, specs: tuple[TensorSpec, ...]
 ) -> tuple[dict[str, NDArray[Any]], Format]:
     """The inputs, cast to the spec dtypes, and the format the response must use."""
     doc = loads(body)

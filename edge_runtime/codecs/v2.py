@@ -71,7 +71,7 @@ class InferRequest:
         return self.binary_default and self.requested_outputs is None
 
 
-def decode_request(body: bytes, header_length: int | None) -> InferRequest:
+def decode_request(body: bytes | memoryview, header_length: int | None) -> InferRequest:
     """Decode a V2 infer request; ``header_length`` is the Inference-Header-Content-Length."""
     header, tail = _split(body, header_length)
     doc = loads(header, "the body" if header_length is None else "the JSON header")
@@ -92,7 +92,8 @@ def decode_request(body: bytes, header_length: int | None) -> InferRequest:
 _NO_TAIL = memoryview(b"")
 
 
-def _split(body: bytes, header_length: int | None) -> tuple[bytes | memoryview, memoryview]:
+def _split(body: bytes | memoryview, header_length: int | None
+           ) -> tuple[bytes | memoryview, memoryview]:
     if header_length is None:
         return body, _NO_TAIL
     view = memoryview(body)
