@@ -16,6 +16,7 @@ from typing import Any
 
 from edge_runtime.package import VALIDATION, open_package
 from edge_runtime.protocol import messages as m
+from edge_runtime.protocol.topics import TopicScheme
 from fleet.core import Fleet
 from fleet.drift import DriftService
 from fleet.stats.decisions import Level
@@ -33,6 +34,7 @@ class Alerter:
         self.drift = drift
         self.publish = publish
         self.window_s = window_s
+        self.topics = TopicScheme(fleet.settings.fleet)
         self.webhook = webhook
         self.command = command
 
@@ -42,22 +44,30 @@ class Alerter:
         return str(rows[0][0]) if rows else Level.OK.value
 
     async def check(self, now: float | None = None) -> list[m.Alert]:
-        now = time.time() if now is None else now
-        fired = []
-        for name, version in self.drift.live_versions(now - self.window_s):
-            level, reasons = self.drift.fleet_level(name, version, since=now - self.window_s)
-            alert = await self._transition("drift", name, version, level.value,
-                                           ("; ".join(reasons[:5]), {"reasons": reasons}))
-            fired += [alert] if alert else []
-        for name, version in self._feedback_versions(now - self.window_s):
-            grade, message, details = self._degradation(name, version, now - self.window_s)
-            alert = await self._transition("degradation", name, version, grade,
-                                           (message, details))
-            fired += [alert] if alert else []
-        return fired
+        """Evaluate off the event loop (it decodes the window's device reports), then publish
+        what changed."""
+        alerts = await asyncio.get_running_loop().run_in_executor(None, self.evaluate, now)
+        for alert in alerts:
+            await self.deliver(alert)
+        return alerts
 
-    async def _transition(self, kind: str, name: str, version: str, level: str,
-                          what: tuple[str, dict[str, Any]]) -> m.Alert | None:
+    def evaluate(self, now: float | None = None) -> list[m.Alert]:
+        """Levels now; a level that changed becomes an alert, stored before it is sent."""
+        now = time.time() if now is None else now
+        since = now - self.window_s
+        fired = []
+        for name, version in self.drift.live_versions(since):
+            level, reasons = self.drift.fleet_level(name, version, since=since)
+            fired.append(self._transition("drift", name, version, level.value,
+                                          ("; ".join(reasons[:5]), {"reasons": reasons})))
+        for name, version in self._feedback_versions(since):
+            grade, message, details = self._degradation(name, version, since)
+            fired.append(self._transition("degradation", name, version, grade,
+                                          (message, details)))
+        return [a for a in fired if a is not None]
+
+    def _transition(self, kind: str, name: str, version: str, level: str,
+                    what: tuple[str, dict[str, Any]]) -> m.Alert | None:
         message, details = what
         if level == Level.INSUFFICIENT.value or level == self._last(kind, name, version):
             return None
@@ -69,14 +79,15 @@ class Alerter:
                         "VALUES (?, ?, ?, ?, ?, ?, ?)", (kind, name, version, level,
                                                          alert.message, json.dumps(details),
                                                          alert.ts))
+        return alert
+
+    async def deliver(self, alert: m.Alert) -> None:
         body = m.encode(alert)
-        topic = f"edge/v1/{self.fleet.settings.fleet}/alerts/{kind}"
         try:
-            await self.publish(topic, body)
+            await self.publish(self.topics.alert(alert.kind), body)
         except Exception as exc:  # the alert is stored; dashboards get the next one
             log.warning("alert not published: %s", exc)
         await self._hooks(body)
-        return alert
 
     async def _hooks(self, body: bytes) -> None:
         if self.webhook:

@@ -31,7 +31,7 @@ class ManagerSettings:
     #: the manager's MQTT client id (a persistent session: QoS 1 messages wait while it is down)
     client_id: str = "fleet-manager"
     #: how often drift/degradation alerts are checked and experiments looked at
-    alert_interval_s: float = 10.0
+    alert_interval_s: float = 30.0
     #: the window of device reports drift and degradation are judged on
     drift_window_s: float = 3600.0
     #: POST every alert (JSON) to this URL
