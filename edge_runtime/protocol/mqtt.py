@@ -41,6 +41,31 @@ def _paho() -> Any:
     return mqtt
 
 
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """paho leaves the socket open when the TLS handshake fails (an unknown CA, no client
+    certificate): every reconnect attempt leaked one. Close it before the error propagates."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
+
+
+def _tls_context(s: MqttSettings) -> ssl.SSLContext:
+    """What paho's tls_set(ca, cert, key, CERT_REQUIRED) builds, with the closing socket."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the certificate and hostname
+    if s.cert_file:
+        ctx.load_cert_chain(str(s.cert_file), str(s.key_file) if s.key_file else None)
+    if s.ca_file:
+        ctx.load_verify_locations(str(s.ca_file))
+    else:
+        ctx.load_default_certs()
+    ctx.sslsocket_class = _ClosingSSLSocket
+    return ctx
+
+
 class MqttLink:
     def __init__(self, settings: MqttSettings, *, client_id: str, will: Will | None = None,
                  clean_start: bool = False, on_connect: OnConnect | None = None,
@@ -81,10 +106,7 @@ class MqttLink:
         if s.username:
             c.username_pw_set(s.username, s.password)
         if s.tls:
-            c.tls_set(ca_certs=str(s.ca_file) if s.ca_file else None,
-                      certfile=str(s.cert_file) if s.cert_file else None,
-                      keyfile=str(s.key_file) if s.key_file else None,
-                      cert_reqs=ssl.CERT_REQUIRED)
+            c.tls_set_context(_tls_context(s))
         c.on_connect, c.on_disconnect = self._on_connect, self._on_disconnect
         c.on_publish, c.on_subscribe = self._on_ack, self._on_suback
         c.on_message = self._on_message
