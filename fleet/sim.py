@@ -27,6 +27,7 @@ from edge_runtime.protocol.link import MqttSettings
 from edge_runtime.protocol.mqtt import MqttLink
 from edge_runtime.runtime import Runtime
 from edge_runtime.settings import ServeSettings
+from fleet.simdata import sampler_for
 
 log = logging.getLogger("fleet.sim")
 
@@ -142,9 +143,14 @@ class SimDevice:
     def _request(self, served: Any, np_rng: np.random.Generator) -> None:
         k, m = self.cfg.knobs, served.installed.manifest
         inputs = {}
+        shift = k.drift_sd if self.drifted else 0.0
+        sampler = sampler_for(str(served.installed.path)) if len(m.inputs) == 1 else None
         for spec in m.inputs:
             shape = tuple(d if isinstance(d, int) else 1 for d in spec.shape)
-            x = np_rng.standard_normal(shape) + (k.drift_sd if self.drifted else 0.0)
+            if sampler is not None:  # like the reference data (drifted: shifted by shift sd)
+                x = sampler.sample(np_rng, shift).reshape(shape)
+            else:
+                x = np_rng.standard_normal(shape) + shift
             inputs[spec.name] = x.astype(spec.dtype if spec.dtype != "string" else "float32")
         tel = self.runtime.telemetry
         if self.rng.random() < k.error_rates.get(m.version, 0.0):
@@ -153,7 +159,9 @@ class SimDevice:
         outputs = served.predict(inputs)
         latency = (k.base_latency_ms * (0.8 + 0.4 * self.rng.random())
                    + k.extra_latency_ms.get(m.version, 0.0)) / 1000.0
-        tel.observe(served.installed, latency, 1, inputs, outputs)
+        # the instant fake's outputs are not a model's: keep them out of the output drift
+        tel.observe(served.installed, latency, 1, inputs,
+                    outputs if self.cfg.real_models else {})
 
     async def _flush(self) -> None:
         while True:
