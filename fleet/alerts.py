@@ -21,6 +21,7 @@ from fleet.core import Fleet
 from fleet.drift import DriftService
 from fleet.stats.decisions import Level
 from fleet.stats.degradation import check_degradation, validation_accuracy
+from fleet.stats.drift import DriftReport
 
 log = logging.getLogger("fleet.alerts")
 Publish = Callable[[str, bytes], Awaitable[None]]
@@ -56,12 +57,16 @@ class Alerter:
         now = time.time() if now is None else now
         since = now - self.window_s
         fired = []
+        reports = {}  # decoded once per version, for drift and for the degradation proxy
         for name, version in self.drift.live_versions(since):
-            level, reasons = self.drift.fleet_level(name, version, since=since)
+            reports[(name, version)] = report = self.drift.merged_report(name, version,
+                                                                         since=since)
+            level, reasons = self.drift.level_of(name, report)
             fired.append(self._transition("drift", name, version, level.value,
                                           ("; ".join(reasons[:5]), {"reasons": reasons})))
         for name, version in self._feedback_versions(since):
-            grade, message, details = self._degradation(name, version, since)
+            report = reports.get((name, version))
+            grade, message, details = self._degradation(name, version, since, report)
             fired.append(self._transition("degradation", name, version, grade,
                                           (message, details)))
         return [a for a in fired if a is not None]
@@ -109,8 +114,8 @@ class Alerter:
             "SELECT DISTINCT name, version FROM drift WHERE end >= ?", (since, since))
         return [(r["name"], r["version"]) for r in rows]
 
-    def _degradation(self, name: str, version: str, since: float
-                     ) -> tuple[str, str, dict[str, Any]]:
+    def _degradation(self, name: str, version: str, since: float,
+                     report: DriftReport | None) -> tuple[str, str, dict[str, Any]]:
         """With labels: accuracy against the package's validation accuracy. Without: the
         prediction distribution and the mean confidence against the reference (a proxy)."""
         row = self.fleet.db.query("SELECT SUM(n), SUM(correct) FROM feedback WHERE name = ? "
@@ -119,7 +124,6 @@ class Alerter:
         pkg = open_package(self.fleet.registry.get(name, version).path, None,
                            allow_unsigned=True)
         baseline = validation_accuracy(pkg.read_json(VALIDATION))
-        report = self.drift.merged_report(name, version, since=since)
         rep = check_degradation(version, labels=(correct, total) if total else None,
                                 validation=baseline, report=report)
         if rep.accuracy is not None and rep.basis == "labels":

@@ -9,7 +9,6 @@ Benjamini-Hochberg over every device x feature judged together.
 from __future__ import annotations
 
 import base64
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -97,27 +96,29 @@ class DriftService:
         verdicts = judge_drift(reports, t)
         return _summary(name, version, since, fleet_key, reports=reports, verdicts=verdicts)
 
-    def fleet_level(self, name: str, version: str, *, since: float,
-                    devices: set[str] | None = None) -> tuple[Level, list[str]]:
-        """One level for a set of devices merged (used by alerts and the rollout gate)."""
+    def merged_report(self, name: str, version: str, *, since: float,
+                      devices: set[str] | None = None) -> DriftReport | None:
+        """The devices' counts summed and compared with the package reference (None: no data)."""
         layout, baseline = self.layout(name, version)
         view = self.view(name, version, since=since, devices=devices)
         if not view.devices:
-            return Level.INSUFFICIENT, []
-        merged = view.merged(layout)
-        verdicts = judge_drift(compare_devices(layout, {"all": merged}, baseline),
-                               self.thresholds.get(name, DriftThresholds()))
-        level = worst_level([v.level for v in verdicts])
-        reasons = [f"{v.name}: {', '.join(v.reasons)}" for v in verdicts
-                   if v.level in (Level.WARN, Level.ALERT)]
-        return level, reasons
-
-    def merged_report(self, name: str, version: str, *, since: float) -> DriftReport | None:
-        layout, baseline = self.layout(name, version)
-        view = self.view(name, version, since=since)
-        if not view.devices:
             return None
         return compare_devices(layout, {"all": view.merged(layout)}, baseline)["all"]
+
+    def level_of(self, name: str, report: DriftReport | None) -> tuple[Level, list[str]]:
+        """One level (and the reasons) for a merged report."""
+        if report is None:
+            return Level.INSUFFICIENT, []
+        verdicts = judge_drift({"all": report}, self.thresholds.get(name, DriftThresholds()))
+        reasons = [f"{v.name}: {', '.join(v.reasons)}" for v in verdicts
+                   if v.level in (Level.WARN, Level.ALERT)]
+        return worst_level([v.level for v in verdicts]), reasons
+
+    def fleet_level(self, name: str, version: str, *, since: float,
+                    devices: set[str] | None = None) -> tuple[Level, list[str]]:
+        """One level for a set of devices merged (the rollout gate)."""
+        return self.level_of(name, self.merged_report(name, version, since=since,
+                                                      devices=devices))
 
     def live_versions(self, since: float) -> list[tuple[str, str]]:
         rows = self.db.query("SELECT DISTINCT name, version FROM drift WHERE end >= ?", (since,))
@@ -159,7 +160,3 @@ def _num(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):  # NaN is not JSON
         return None
     return value
-
-
-def dumps(doc: dict[str, Any]) -> str:
-    return json.dumps(doc, indent=1, default=str)
