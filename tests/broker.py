@@ -29,11 +29,16 @@ class Broker:
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
+    def config(self) -> str:
+        """The mosquitto.conf text (subclasses serve other configurations)."""
+        return (f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+                f"persistence false\nmax_queued_messages 100000\n{self.extra_conf}\n")
+
     def start(self) -> Broker:
         conf = self.workdir / f"mosquitto-{self.port}.conf"
-        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-                        f"persistence false\nmax_queued_messages 100000\n{self.extra_conf}\n")
-        with (self.workdir / f"mosquitto-{self.port}.log").open("ab") as log:
+        conf.write_text(self.config())
+        log_path = self.workdir / f"mosquitto-{self.port}.log"
+        with log_path.open("ab") as log:
             self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=log, stderr=log)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -42,7 +47,8 @@ class Broker:
                 return self
             except OSError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"mosquitto exited {self.proc.returncode}") from None
+                    raise RuntimeError(f"mosquitto exited {self.proc.returncode}: "
+                                       f"{log_path.read_text()[-2000:]}") from None
                 time.sleep(0.02)
         raise TimeoutError("mosquitto did not start")
 

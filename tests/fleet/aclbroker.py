@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from edge_runtime.protocol.link import MqttSettings
-from tests.broker import MOSQUITTO, Broker
+from tests.broker import Broker
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "devices" / "mosquitto"
 PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
@@ -25,7 +23,8 @@ class AclBroker(Broker):
 
     users: tuple[str, ...] = ()
 
-    def start(self) -> AclBroker:
+    def config(self) -> str:
+        """Write the password file, then the shipped config with our paths and port."""
         passwd = self.workdir / "passwd"
         passwd.unlink(missing_ok=True)
         for user in self.users:
@@ -40,26 +39,7 @@ class AclBroker(Broker):
             if not line.strip() or line.startswith("#") or key in DROPPED:
                 continue
             lines.append(f"{key} {paths[key]}" if key in paths else line)
-        self.extra_conf = "\n".join(lines)
-        return self._launch()
-
-    def _launch(self) -> AclBroker:
-        conf = self.workdir / f"mosquitto-acl-{self.port}.conf"
-        conf.write_text(self.extra_conf + "\n")
-        log_path = self.workdir / f"mosquitto-acl-{self.port}.log"
-        with log_path.open("ab") as log:
-            self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=log, stderr=log)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"mosquitto exited {self.proc.returncode}: "
-                                       f"{log_path.read_text()[-2000:]}") from None
-                time.sleep(0.02)
-        raise TimeoutError("mosquitto did not start")
+        return "\n".join(lines) + "\n"
 
 
 def password(user: str) -> str:
