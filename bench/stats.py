@@ -83,28 +83,39 @@ def numeric_reference(rng: np.random.Generator, kind: list[str]) -> tuple[dict[s
 
 def ks_accuracy(rng: np.random.Generator, quick: bool) -> list[Row]:
     """Device histograms counted by the real device code (DriftAccumulator) vs raw samples,
-    devices with no shift and shifts of 0.05, 0.1 and 0.3 sd."""
+    devices with no shift and shifts of 0.05, 0.1 and 0.3 sd. Ours: the report's KS estimate
+    (``ks_estimate``); baseline: the statistic at the edges only (``ks_statistic``)."""
     kind = kinds(10)
     ref, raw_ref = numeric_reference(rng, kind)
+    layout = wire.SnapshotLayout(ref)
+    reference = layout.flatten_reference(ref)
     rows = []
     for n, devices in ((1000, 40 if quick else 160), (10_000, 10 if quick else 40)):
-        errors, above = [], 0
+        est_err, bound_err = [], []
         for i in range(devices):
             x = sample(rng, kind, (n,), [0.0, 0.05, 0.1, 0.3][i % 4])
             acc = DriftAccumulator(ref)
             acc.update({"x": x}, {})
-            for j, entry in enumerate(stats.compare_snapshot(acc.snapshot(), ref).features):
+            snapshot = acc.snapshot()
+            report = stats.compare_snapshot(snapshot, ref)
+            device = layout.flatten(snapshot)
+            for j, entry in enumerate(report.features):
                 assert isinstance(entry, stats.NumericDrift)
                 exact = sps.ks_2samp(x[:, j], raw_ref[:, j]).statistic
-                errors.append(exact - entry.ks)
-                above += entry.ks > exact + 1e-12
-        err = np.abs(errors)
-        p95 = float(np.quantile(err, 0.95))
+                est_err.append(exact - entry.ks)
+                cells = layout.entries[j].counts
+                bound = stats.ks_statistic(device.counts[cells][:-1], reference.counts[cells][:-1])
+                bound_err.append(exact - float(bound))
+        est, edge = np.asarray(est_err), np.asarray(bound_err)
+        p95 = float(np.quantile(np.abs(est), 0.95))
         rows.append(Row(
-            f"KS from 50 bins vs exact ks_2samp: p95 error <= 0.005 ({err.size} device x "
+            f"KS from 50 bins vs exact ks_2samp: p95 error <= 0.005 ({est.size} device x "
             f"feature, {n:,} device samples vs 20k reference)",
-            f"p95 {p95:.4f}, mean {err.mean():.4f}, max {err.max():.4f}; above exact: {above}",
-            "exact ks_2samp on the raw samples", p95 <= 0.005))
+            f"estimate: p95 {p95:.4f}, mean {np.abs(est).mean():.4f}, bias {-est.mean():+.4f}, "
+            f"max {np.abs(est).max():.4f}",
+            f"edges only (the p-values' bound): p95 {np.quantile(np.abs(edge), 0.95):.4f}, "
+            f"bias {-edge.mean():+.4f}, above exact {int((edge < -1e-12).sum())}",
+            p95 <= 0.005))
     return rows
 
 

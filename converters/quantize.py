@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -154,7 +155,9 @@ def to_int8_static(model: Any, calibration: Dataset, opts: QuantOptions, *,
         src, pre, dst = (Path(tmp) / n for n in ("in.onnx", "pre.onnx", "out.onnx"))
         onnx.save(model, src)
         try:
-            with quiet():
+            # On a failed symbolic shape inference onnxruntime saves sym_shape_infer_temp.onnx
+            # into the working directory: let that land in the temporary one.
+            with quiet(), contextlib.chdir(tmp):
                 quant_pre_process(src, pre, skip_symbolic_shape=opts.skip_symbolic_shape)
         except Exception as exc:
             hint = "" if opts.skip_symbolic_shape else " (try --skip-symbolic-shape)"

@@ -20,6 +20,7 @@ from __future__ import annotations
 from fleet.stats.assignment import Arm, assign, bucket
 from fleet.stats.binned import (
     chi_square,
+    ks_estimate,
     ks_pvalue,
     ks_statistic,
     mean_test,
@@ -97,7 +98,8 @@ __all__ = [
     "SequentialState", "SequentialTest", "StatsError", "ValueData", "WindowKey", "assign",
     "benjamini_hochberg", "bh_adjust", "bucket", "check_accuracy", "check_confidence",
     "check_degradation", "chi_square", "compare_devices", "compare_snapshot", "compare_to_rest",
-    "cs_radius", "cuped", "decide", "judge_canary", "judge_drift", "ks_pvalue", "ks_statistic",
+    "cs_radius", "cuped", "decide", "judge_canary", "judge_drift", "ks_estimate", "ks_pvalue",
+    "ks_statistic",
     "mean_test", "means", "merge_flat", "mixture_ratio", "proportions", "psi", "rank_sum",
     "ratio_per_unit", "step", "total_variation", "update", "validation_accuracy",
     "wasserstein", "worst_level",

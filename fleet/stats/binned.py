@@ -49,6 +49,55 @@ def ks_statistic(current: Any, baseline: Any) -> Array:
     return np.asarray(np.abs(fa - fb).max(axis=-1), dtype=np.float64)
 
 
+def ks_estimate(current: Any, baseline: Any, *, bins: int = 12, points: int = 32) -> Array:
+    """The raw-sample KS statistic estimated from the cells: ``ks_statistic`` plus the expected
+    excursion of the CDF difference inside the bins, where the edges cannot see it.
+
+    Inside a bin the values' positions are unknown; take them as two independent samples from
+    one within-bin distribution. The difference of the two empirical CDFs is then, over the
+    bin's baseline CDF position, close to a Brownian bridge from its value at the left edge to
+    the right one, with variance ``c/n^2 + r/m^2`` (``c``, ``r``: the bin's counts), whose
+    maximum has a closed-form tail: P(max >= y) = exp(-2 (y - a)(y - b) / var). Bins are
+    independent given the edges, so P(D <= y) is the product over bins, and its mean is the
+    estimate. It removes the edges' bias (the raw-sample statistic is 0.0025 above them on
+    average at 1,000 samples and 50 bins) and halves the p95 error (docs/benchmarks.md). Only
+    the ``bins`` bin sides most likely to pass the maximum enter the product, and the tail is
+    integrated on ``points`` points over 6 sd: within 0.0002 of every bin on a fine grid. It is
+    an estimate, sometimes above the raw-sample value, so p-values use the bound
+    (``ks_statistic``), which errs on the safe side.
+    """
+    fa, fb, na, nb = _cdfs(current, baseline)
+    d = fa - fb
+    bound = np.abs(d).max(axis=-1)
+    a, b = _f(current), _f(baseline)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sa, sb = a[..., 1:-1] / na[..., None], b[..., 1:-1] / nb[..., None]
+        var = sa / na[..., None] + sb / nb[..., None]
+    var = np.where(var > 0, var, 1e-300)  # an empty bin is flat: no excursion
+    # Each bin twice: its bridge going above +y, and going below -y (the bridge of -d). Neither
+    # can pass what the bin's shares allow: d + (this side's share) from the left edge, or
+    # from the right edge d + (the other side's share).
+    lo, hi = d[..., :-1], d[..., 1:]
+    cap = np.concatenate([np.minimum(lo + sa, hi + sb), np.minimum(sb - lo, sa - hi)], axis=-1)
+    lo, hi = np.concatenate([lo, -lo], axis=-1), np.concatenate([hi, -hi], axis=-1)
+    var = np.concatenate([var, var], axis=-1)
+    if lo.shape[-1] > bins:
+        # The sides whose bridge is most likely to pass the edges' maximum.
+        with np.errstate(invalid="ignore"):
+            gap = (bound[..., None] - np.maximum(lo, hi)) / np.sqrt(var)
+        pick = np.argpartition(np.nan_to_num(gap, nan=np.inf), bins - 1, axis=-1)[..., :bins]
+        lo, hi, var, cap = (np.take_along_axis(x, pick, axis=-1) for x in (lo, hi, var, cap))
+    sd = np.sqrt(var.max(axis=-1, initial=0.0))
+    y = bound[..., None] + 6.0 * sd[..., None] * np.linspace(0.0, 1.0, points)  # [..., P]
+    yy = y[..., None, :]
+    with np.errstate(invalid="ignore", over="ignore"):
+        cross = np.exp(-2.0 * (yy - lo[..., None]) * (yy - hi[..., None]) / var[..., None])
+    cross = np.where(yy < cap[..., None], cross, 0.0)
+    cdf = (1.0 - cross).prod(axis=-2)
+    tail = np.trapezoid(1.0 - cdf, y, axis=-1)
+    return np.asarray(bound + tail, dtype=np.float64)
+
+
 def ks_pvalue(statistic: Any, n_current: Any, n_baseline: Any) -> Array:
     """Asymptotic Kolmogorov p-value with effective n = n*m/(n+m) (true counts, not bins).
 

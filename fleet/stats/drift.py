@@ -40,8 +40,8 @@ class NumericDrift:
     output: bool
     n: int  # finite values in the current histogram
     n_baseline: int
-    ks: float
-    ks_p: float
+    ks: float  # raw-sample KS estimated from the cells (binned.ks_estimate)
+    ks_p: float  # from the edges' KS, a lower bound of the raw-sample one: conservative
     psi: float
     wasserstein: float  # in baseline standard deviations
     mean_shift: float  # (mean - baseline mean) / baseline sd, signed
@@ -187,11 +187,12 @@ def _numeric(e: Entry, cur: Matrices, base: Matrices) -> list[EntryDrift]:
     cells, missing, sums = cur[0][:, :-1], cur[0][:, -1], cur[1]
     bcells, bmissing, bsums = base[0][:, :-1], base[0][:, -1], base[1]
     n, nb = cells.sum(axis=1), bcells.sum(axis=1)
-    ks = binned.ks_statistic(cells, bcells)
+    ks_bound = binned.ks_statistic(cells, bcells)
     shift, _ = binned.mean_test((sums[:, 0], sums[:, 1], n), (bsums[:, 0], bsums[:, 1], nb))
     _, rank_p = binned.rank_sum(cells, bcells)
     _, bvar = binned.moments(bsums[:, 0], bsums[:, 1], nb)
-    columns = zip(n.tolist(), nb.tolist(), ks.tolist(), binned.ks_pvalue(ks, n, nb).tolist(),
+    columns = zip(n.tolist(), nb.tolist(), binned.ks_estimate(cells, bcells).tolist(),
+                  binned.ks_pvalue(ks_bound, n, nb).tolist(),
                   binned.psi(cells, bcells).tolist(),
                   binned.wasserstein(cells, bcells, e.edges, np.sqrt(bvar)).tolist(),
                   shift.tolist(), rank_p.tolist(), _rate(missing, n + missing).tolist(),

@@ -24,8 +24,11 @@ def test_the_reference_against_itself_shows_no_drift(ref: Ref) -> None:
         assert e.p_value == pytest.approx(1.0)
     x0 = report.get("x[0]")
     assert isinstance(x0, NumericDrift)
-    assert (x0.ks, x0.mean_shift, x0.wasserstein, x0.n, x0.n_baseline) == (
-        pytest.approx(0.0), pytest.approx(0.0, abs=1e-9), pytest.approx(0.0), 20_000, 20_000)
+    assert (x0.mean_shift, x0.wasserstein, x0.n, x0.n_baseline) == (
+        pytest.approx(0.0, abs=1e-9), pytest.approx(0.0), 20_000, 20_000)
+    # The KS estimate takes the two sides as independent samples: equal cells still leave the
+    # insides of the bins to chance (~0.002 at 20k each), far below any threshold.
+    assert 0.0 < x0.ks < 0.005
     y = report.get("y", output=True)
     assert isinstance(y, CategoricalDrift) and y.kind == "class"
     assert y.mean_top == pytest.approx(y.mean_top_baseline, rel=1e-6)
@@ -50,7 +53,9 @@ def test_numeric_statistics_agree_with_scipy_on_the_raw_samples(ref: Ref) -> Non
         e = report.get(f"x[{j}]")
         assert isinstance(e, NumericDrift)
         exact = stats.ks_2samp(raw_cur["x"][:, j], raw_ref["x"][:, j])
-        assert exact.statistic - 0.01 <= e.ks <= exact.statistic + 1e-12
+        assert e.ks == pytest.approx(exact.statistic, abs=0.005)
+        # The p-value comes from the edges' statistic, never above the exact one: conservative.
+        assert e.ks_p >= exact.pvalue
         mw = stats.mannwhitneyu(raw_cur["x"][:, j], raw_ref["x"][:, j])
         # ranks inside a bin are lost: the same evidence up to a few percent of its log
         assert math.log(e.rank_p) == pytest.approx(math.log(mw.pvalue), rel=0.05)
