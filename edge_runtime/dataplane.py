@@ -6,11 +6,10 @@ validate against the manifest -> response cache -> (dynamic batcher) -> backend 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any
+from time import perf_counter
+from typing import Any, NamedTuple
 
 from numpy.typing import NDArray
 
@@ -24,8 +23,7 @@ from edge_runtime.telemetry import Telemetry
 Arrays = dict[str, NDArray[Any]]
 
 
-@dataclass(frozen=True)
-class InferResult:
+class InferResult(NamedTuple):
     name: str
     version: str
     outputs: Arrays
@@ -58,12 +56,14 @@ class DataPlane:
 
     def _finish(self, served: ServedModel, arrays: Arrays, outputs: Arrays, t0: float,
                 key: bytes | None) -> InferResult:
-        rows = int(next(iter(arrays.values())).shape[0]) if arrays else 1
-        self.telemetry.observe(served.installed, time.perf_counter() - t0, rows, arrays,
-                               outputs)
+        rows = 1
+        for a in arrays.values():
+            rows = a.shape[0] if a.ndim else 1
+            break
+        self.telemetry.observe(served.installed, perf_counter() - t0, rows, arrays, outputs)
         if key is not None and self.cache is not None:
             self.cache.put(key, outputs)
-        return InferResult(served.name, served.version, outputs)
+        return InferResult(served.installed.name, served.installed.version, outputs)
 
     def _cached(self, served: ServedModel, arrays: Arrays) -> tuple[bytes | None, Arrays | None]:
         if self.cache is None:
@@ -73,13 +73,16 @@ class DataPlane:
 
     def infer(self, name: str, version: str | None, inputs: Mapping[str, NDArray[Any]],
               *, unit: str | None = None) -> InferResult:
-        """Synchronous path (in-process API, batch jobs). ``unit`` keys an A/B split."""
+        """Synchronous path (in-process API, batch jobs, small models on the event loop).
+        ``unit`` keys an A/B split."""
         served, arrays = self._prepare(name, version, inputs, unit)
         try:
-            t0 = time.perf_counter()
-            key, hit = self._cached(served, arrays)
-            if hit is not None:
-                return self._finish(served, arrays, hit, t0, None)
+            t0 = perf_counter()
+            key = None
+            if self.cache is not None:
+                key, hit = self._cached(served, arrays)
+                if hit is not None:
+                    return self._finish(served, arrays, hit, t0, None)
             outputs = self._predict(served, arrays)
             return self._finish(served, arrays, outputs, t0, key)
         finally:
@@ -90,7 +93,7 @@ class DataPlane:
                           ) -> InferResult:
         served, arrays = self._prepare(name, version, inputs, unit)
         try:
-            t0 = time.perf_counter()
+            t0 = perf_counter()
             key, hit = self._cached(served, arrays)
             if hit is not None:
                 return self._finish(served, arrays, hit, t0, None)
@@ -106,8 +109,9 @@ class DataPlane:
             served.release()
 
     def _predict(self, served: ServedModel, arrays: Arrays) -> Arrays:
+        """Run a version the caller holds (``_prepare``), so no second in-flight count."""
         try:
-            return served.predict(arrays)
+            return served.runtime.predict(arrays)
         except InferenceFailed:
             self.telemetry.error(served.name, served.version, "inference")
             raise

@@ -41,40 +41,55 @@ DRIFT_LARGE_REQUEST_BYTES = 1 << 18
 class _DriftSlot:
     acc: DriftAccumulator
     layout: SnapshotLayout
-    pending: list[tuple[Arrays, Arrays]] = field(default_factory=list)
+    # Buffered tensors per input / output name, counted together in ``count``.
+    inputs: dict[str, list[NDArray[Any]]] = field(default_factory=dict)
+    outputs: dict[str, list[NDArray[Any]]] = field(default_factory=dict)
     rows: int = 0
     nbytes: int = 0
     start: float = field(default_factory=time.time)
 
     def add(self, inputs: Arrays, outputs: Arrays, rows: int) -> bool:
-        self.pending.append((inputs, outputs))
-        self.rows += rows
         size = 0
-        for a in inputs.values():  # a plain loop: this runs on every request
+        buffered = self.inputs
+        for name, a in inputs.items():  # plain loops: this runs on every request
             size += a.nbytes
+            parts = buffered.get(name)
+            if parts is None:
+                buffered[name] = [a]
+            else:
+                parts.append(a)
+        buffered = self.outputs
+        for name, a in outputs.items():
+            parts = buffered.get(name)
+            if parts is None:
+                buffered[name] = [a]
+            else:
+                parts.append(a)
+        self.rows += rows
         self.nbytes += size
         return (self.rows >= DRIFT_BUFFER_ROWS or self.nbytes >= DRIFT_BUFFER_BYTES
                 or size >= DRIFT_LARGE_REQUEST_BYTES)
 
     def count(self) -> None:
-        pending, self.pending, self.rows, self.nbytes = self.pending, [], 0, 0
-        if not pending:
+        if not self.rows and not self.inputs and not self.outputs:
             return
-        ins = _concat([p[0] for p in pending])
-        outs = _concat([p[1] for p in pending])
+        ins, outs = _concat(self.inputs), _concat(self.outputs)
+        self.inputs, self.outputs, self.rows, self.nbytes = {}, {}, 0, 0
         self.acc.update(ins, outs)
 
 
-def _concat(parts: list[Arrays]) -> dict[str, NDArray[Any]]:
-    if len(parts) == 1:
-        return dict(parts[0])
+def _concat(parts: dict[str, list[NDArray[Any]]]) -> dict[str, NDArray[Any]]:
     out = {}
-    for key in parts[0]:
-        arrays = [p[key] for p in parts if key in p]
+    for key, arrays in parts.items():
+        if len(arrays) == 1:
+            out[key] = arrays[0]
+            continue
         try:
             out[key] = np.concatenate(arrays)
         except ValueError:  # different non-batch shapes: count the first shape only
-            out[key] = np.concatenate([a for a in arrays if a.shape[1:] == arrays[0].shape[1:]])
+            same = [a for a in arrays if a.ndim and a.shape[1:] == arrays[0].shape[1:]]
+            if same:  # (scalars have no batch axis: left out, the accumulator skips them)
+                out[key] = np.concatenate(same)
     return out
 
 

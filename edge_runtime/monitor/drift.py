@@ -37,16 +37,22 @@ class _Numeric:
             raise ValueError("every numeric feature needs at least two edges")
         self.names = [str(r["name"]) for r in refs]
         self.n_edges = np.array([e.size for e in edges])
-        self.last = np.array([e[-1] for e in edges])
         self.width = int(self.n_edges.max()) + 2
-        self.union = np.unique(np.concatenate(edges))
-        # table[j, r]: how many of feature j's edges are <= the r-th union edge (r=0: none), or
-        # the overflow slot once all are; exact because every feature edge is a union edge.
+        # The sorted union of every feature's edges, plus the float just above each last edge:
+        # a value's position in it tells which edges are <= the value, and whether it equals a
+        # feature's last edge (the last bin is closed) or lies above it (overflow).
+        above_last = np.nextafter([e[-1] for e in edges], np.inf)
+        self.union = np.unique(np.concatenate([*edges, above_last]))
+        # table[j, r]: feature j's slot for a value whose position in the union is r (r union
+        # edges are <= it), already offset by j * width so one bincount counts every feature.
         table = np.zeros((len(edges), self.union.size + 1), dtype=np.int64)
         for j, e in enumerate(edges):
-            table[j, 1:] = np.searchsorted(e, self.union, side="right")
-        table[table == self.n_edges[:, None]] = self.width - 2
-        self.table = table.astype(np.uint8 if self.width < 256 else np.int32).ravel()
+            below = np.searchsorted(e, self.union, side="right")  # edges <= each union edge
+            below[self.union == e[-1]] = e.size - 1  # the last edge: still the last bin
+            below[below == e.size] = self.width - 2  # above it: overflow
+            table[j, 1:] = below
+        table += (np.arange(len(edges)) * self.width)[:, None]
+        self.table = table.astype(np.int32 if table.max() < 2**31 else np.int64).ravel()
         self.rows = np.arange(len(edges)) * (self.union.size + 1)
         self.offsets = np.arange(len(edges)) * self.width
         self.state = [np.zeros(len(edges) * self.width, np.int64), np.zeros(len(edges)),
@@ -54,15 +60,12 @@ class _Numeric:
 
     def count(self, matrix: Array) -> list[Array]:
         m = np.asarray(matrix, dtype=np.float64)
-        looked_up = self.table.take(np.searchsorted(self.union, m, side="right") + self.rows)
-        # Bins are [e_i, e_i+1) except the last, which is closed: a value equal to the last
-        # edge belongs to the last bin, not to overflow.
-        slot = np.where(m == self.last, self.n_edges - 1, looked_up).astype(np.intp)
+        slot = self.table.take(np.searchsorted(self.union, m, side="right") + self.rows)
         finite = np.isfinite(m)
         if not finite.all():
-            slot[~finite] = self.width - 1
+            slot[~finite] = (self.offsets + self.width - 1)[np.nonzero(~finite)[1]]
             m = np.where(finite, m, 0.0)
-        slots = np.bincount((slot + self.offsets).ravel(), minlength=self.state[0].size)
+        slots = np.bincount(slot.ravel(), minlength=self.state[0].size)
         return [slots, m.sum(axis=0), np.square(m).sum(axis=0)]
 
     def snapshot(self) -> list[dict[str, Any]]:

@@ -20,10 +20,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
+
 from edge_runtime.monitor.histogram import LogHistogram
 
 Clock = Callable[[], float]
 ModelKey = tuple[str, str]
+# ModelMetrics buffers this many requests per version before counting them in one vectorised
+# pass (reads count what is buffered first, so nothing they return is ever stale).
+FOLD_EVERY = 512
 
 
 @dataclass
@@ -39,6 +45,11 @@ class IntervalStats:
         self.requests += 1
         self.items += items
         self.latency.record(latency_s)
+
+    def add_requests(self, latencies: NDArray[np.float64], items: int) -> None:
+        self.requests += int(latencies.size)
+        self.items += items
+        self.latency.record_many(latencies)
 
     def add_error(self, kind: str) -> None:
         self.requests += 1
@@ -104,9 +115,17 @@ class MetricsWindow:
 
     def _slot(self) -> IntervalStats:
         """The slot for now, cleared first if it still holds a slot from a previous lap."""
-        epoch = math.floor(self._clock() / self.slot_seconds)
+        slot = self._slot_at(math.floor(self._clock() / self.slot_seconds))
+        assert slot is not None  # now is never older than what the ring holds
+        return slot
+
+    def _slot_at(self, epoch: int) -> IntervalStats | None:
+        """The slot of ``epoch``; None when the ring has moved past it (too old to keep)."""
         pos = epoch % self.slots
-        if self._epochs[pos] != epoch:
+        held = self._epochs[pos]
+        if held != epoch:
+            if held is not None and held > epoch:
+                return None
             self._epochs[pos] = epoch
             self._ring[pos] = IntervalStats()
         return self._ring[pos]
@@ -118,6 +137,25 @@ class MetricsWindow:
         self._total_requests += 1
         self._total_items += items
         self._total_latency += latency_s
+
+    def record_batch(self, batch: NDArray[np.float64]) -> None:
+        """Count served requests given as rows [latency_s, items, clock time], each into the
+        slot of its own time (what ``record`` would have done at that time)."""
+        latency, items = batch[:, 0], batch[:, 1].astype(np.int64)
+        epochs = np.floor(batch[:, 2] / self.slot_seconds).astype(np.int64)
+        first, last = int(epochs.min()), int(epochs.max())
+        for epoch in range(first, last + 1) if last - first < self.slots else np.unique(epochs):
+            pick = epochs == epoch if first != last else slice(None)
+            if not latency[pick].size:
+                continue
+            slot = self._slot_at(int(epoch))
+            if slot is not None:
+                slot.add_requests(latency[pick], int(items[pick].sum()))
+        total_items = int(items.sum())
+        self._interval.add_requests(latency, total_items)
+        self._total_requests += int(latency.size)
+        self._total_items += total_items
+        self._total_latency += float(latency.sum())
 
     def record_error(self, kind: str) -> None:
         """Count one failed request; ``kind`` is a short stable label (e.g. "input_invalid")."""
@@ -192,6 +230,7 @@ class ModelMetrics:
         self._wall_clock = wall_clock
         self._lock = threading.Lock()
         self._windows: dict[ModelKey, MetricsWindow] = {}
+        self._pending: dict[ModelKey, list[tuple[float, int, float]]] = {}
         self._last_drain = wall_clock()
 
     def _window(self, model: str, version: str) -> MetricsWindow:
@@ -203,8 +242,28 @@ class ModelMetrics:
         return window
 
     def record(self, model: str, version: str, latency_s: float, *, items: int = 1) -> None:
+        """Count one served request. Hot path: an append; every ``FOLD_EVERY`` requests of a
+        version are counted together (histogram buckets in one numpy pass)."""
+        if not math.isfinite(latency_s):
+            raise ValueError(f"cannot record non-finite latency {latency_s}")
+        entry = (latency_s, items, self._clock())
+        key = (model, version)
         with self._lock:
-            self._window(model, version).record(latency_s, items=items)
+            pending = self._pending.get(key)
+            if pending is None:
+                pending = self._pending[key] = []
+            pending.append(entry)
+            if len(pending) >= FOLD_EVERY:
+                self._fold(key)
+
+    def _fold(self, key: ModelKey) -> None:
+        pending = self._pending.pop(key, None)
+        if pending:
+            self._window(*key).record_batch(np.array(pending, dtype=np.float64))
+
+    def _fold_all(self) -> None:
+        for key in list(self._pending):
+            self._fold(key)
 
     def record_error(self, model: str, version: str, kind: str) -> None:
         with self._lock:
@@ -212,10 +271,12 @@ class ModelMetrics:
 
     def snapshot_all(self, seconds: float) -> dict[ModelKey, WindowSnapshot]:
         with self._lock:
+            self._fold_all()
             return {key: w.snapshot(seconds) for key, w in sorted(self._windows.items())}
 
     def totals_all(self) -> dict[ModelKey, WindowTotals]:
         with self._lock:
+            self._fold_all()
             return {key: w.totals() for key, w in sorted(self._windows.items())}
 
     def drain_interval(self) -> list[dict[str, Any]]:
@@ -224,6 +285,7 @@ class ModelMetrics:
         ``start`` is the previous drain's wall-clock time (or creation), ``end`` is now.
         """
         with self._lock:
+            self._fold_all()
             end = self._wall_clock()
             start, self._last_drain = self._last_drain, end
             drained = [(key, w.drain()) for key, w in sorted(self._windows.items())]

@@ -161,3 +161,40 @@ def test_model_metrics_counts_from_many_threads() -> None:
 def test_rejects_bad_ring(slot_seconds: float, slots: int) -> None:
     with pytest.raises(ValueError, match="slot"):
         MetricsWindow(slot_seconds, slots, clock=FakeClock())
+
+
+def test_buffered_requests_land_in_the_slot_of_their_own_time() -> None:
+    """ModelMetrics counts requests in batches; each still lands in the slot of the time it was
+    recorded, and every read counts what is buffered first."""
+    clock = FakeClock()
+    metrics = ModelMetrics(slot_seconds=10.0, slots=6, clock=clock)
+    direct = MetricsWindow(10.0, 6, clock=clock)
+    for i in range(150):  # more than one fold, spread over 3 slots
+        metrics.record("m", "1", 0.001 * (i % 9 + 1), items=2)
+        direct.record(0.001 * (i % 9 + 1), items=2)
+        clock.advance(0.2)
+    for seconds in (10.0, 20.0, 60.0):
+        got, want = metrics.snapshot_all(seconds)["m", "1"], direct.snapshot(seconds)
+        assert (got.requests, got.items, got.p50, got.p99) == (
+            want.requests, want.items, want.p50, want.p99)
+    assert metrics.snapshot_all(10.0)["m", "1"].requests < 150  # older slots are left out
+    assert metrics.totals_all()["m", "1"].latency_sum == pytest.approx(direct.totals().latency_sum)
+
+
+def test_a_buffered_request_older_than_the_ring_still_counts_in_totals() -> None:
+    clock = FakeClock()
+    metrics = ModelMetrics(slot_seconds=1.0, slots=3, clock=clock)
+    metrics.record("m", "1", 0.004)
+    clock.advance(10.0)
+    metrics.record_error("m", "1", "boom")  # the ring moves on before the fold
+    assert metrics.snapshot_all(3.0)["m", "1"].requests == 1  # only the error is recent
+    assert metrics.totals_all()["m", "1"].requests == 2
+    (interval,) = metrics.drain_interval()
+    assert interval["requests"] == 2
+
+
+def test_model_metrics_refuses_a_non_finite_latency() -> None:
+    metrics = ModelMetrics(clock=FakeClock())
+    with pytest.raises(ValueError, match="non-finite"):
+        metrics.record("m", "1", float("nan"))
+    assert metrics.totals_all() == {}
