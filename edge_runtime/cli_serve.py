@@ -19,6 +19,8 @@ from edge_runtime.cliopts import config_opt, keys_opt, load_settings, store_opt,
 @click.option("--uds", type=click.Path(path_type=Path), default=None,
               help="Also serve on this Unix domain socket.")
 @click.option("--token", default=None, help="Bearer token (required off loopback).")
+@click.option("--http-server", type=click.Choice(["builtin", "uvicorn"]), default=None,
+              help="HTTP server (default builtin: edge_runtime.api.server).")
 @keys_opt
 @unsigned_opt
 @click.option("--profile", default=None, help="Device profile name or TOML file.")

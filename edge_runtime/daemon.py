@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_runtime.api.app import App
+from edge_runtime.api.server import HttpServer
 from edge_runtime.backends import BackendOptions
 from edge_runtime.profiles import DeviceProfile, backend_options, detect_profile_name, load_profile
 from edge_runtime.runtime import Runtime
@@ -26,6 +27,7 @@ from edge_runtime.settings import ServeSettings
 
 log = logging.getLogger("edge_runtime.daemon")
 RUN_FILE = Path("run") / "daemon.json"
+KEEP_ALIVE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -105,8 +107,6 @@ class Daemon:
             asyncio.run(self.serve())
 
     async def serve(self) -> None:
-        import uvicorn
-
         problems = self.runtime.start()
         for problem in problems:
             log.error("start-up: %s", problem)
@@ -116,23 +116,33 @@ class Daemon:
             sockets.append(_unix_socket(s.uds))
         host, port = sockets[0].getsockname()[:2]
         self._write_run_file(f"http://{host}:{port}")
-        config = uvicorn.Config(self.app, http="httptools", lifespan="on", access_log=False,
-                                log_level=s.log_level, timeout_keep_alive=30,
-                                server_header=False, date_header=False, proxy_headers=False)
-        server = uvicorn.Server(config)
         flusher = asyncio.get_running_loop().create_task(self._flush_loop())
         agent = await self._start_agent()
         self.app.ready = True
-        log.info("serving %d model(s) on http://%s:%d%s", len(self.runtime.registry.models()),
-                 host, port, f" and {s.uds}" if s.uds else "")
+        log.info("serving %d model(s) on http://%s:%d%s (%s server)",
+                 len(self.runtime.registry.models()), host, port,
+                 f" and {s.uds}" if s.uds else "", s.http_server)
         try:
-            await server.serve(sockets=sockets)
+            if s.http_server == "uvicorn":
+                await self._serve_uvicorn(sockets)
+            else:
+                await HttpServer(self.app, max_body_bytes=s.max_body_bytes,
+                                 keep_alive_s=KEEP_ALIVE_S).serve(sockets)
         finally:
             flusher.cancel()
             if agent is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(agent.stop(), 3.0)
             self.shutdown()
+
+    async def _serve_uvicorn(self, sockets: list[socket.socket]) -> None:
+        import uvicorn
+
+        config = uvicorn.Config(self.app, http="httptools", lifespan="on", access_log=False,
+                                log_level=self.settings.log_level,
+                                timeout_keep_alive=int(KEEP_ALIVE_S), server_header=False,
+                                date_header=False, proxy_headers=False)
+        await uvicorn.Server(config).serve(sockets=sockets)
 
     async def _start_agent(self) -> Any:
         """The fleet link, when a broker is configured: desired state in, events out."""

@@ -44,6 +44,8 @@ class ServeSettings:
     uds: Path | None = _doc("also/instead serve on this Unix domain socket", default=None)
     token: str | None = _doc("bearer token required on every request except health", default=None)
     max_body_bytes: int = _doc("largest request body accepted", default=32 * 1024 * 1024)
+    http_server: str = _doc("HTTP server: builtin (edge_runtime.api.server, httptools) or "
+                            "uvicorn", default="builtin")
     trusted_keys: tuple[Path, ...] = _doc("public keys (files or dirs of *.pub) packages must be "
                                           "signed with", default=())
     allow_unsigned: bool = _doc("development only: accept unsigned packages", default=False)
@@ -87,6 +89,8 @@ class ServeSettings:
                               "EDGE_TOKEN): only loopback may be open")
         if self.max_body_bytes <= 0 or self.port < 0:
             raise ConfigError("max_body_bytes must be > 0 and port >= 0")
+        if self.http_server not in ("builtin", "uvicorn"):
+            raise ConfigError(f"http_server must be builtin or uvicorn, not {self.http_server!r}")
 
     @property
     def batching(self) -> bool:

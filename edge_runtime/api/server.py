@@ -1,0 +1,397 @@
+"""The daemon's HTTP/1.1 server: asyncio (uvloop when installed) + httptools, running an ASGI app.
+
+Why not uvicorn: on one core, uvicorn's per-request protocol work (scope with every key, a
+cycle object and keep-alive timer per request, message events, header checks) cost ~50 us a
+request against ~17 us for this one running the same ASGI app (hello-world, wrk, c=64;
+docs/benchmarks.md). On a Raspberry Pi that difference is most of a small model's budget.
+uvicorn stays available (``--http-server uvicorn``).
+
+What it does: keep-alive and pipelining (answers in request order), chunked request bodies,
+bodies bounded by ``max_body_bytes`` while they arrive (413, then close), ``Expect:
+100-continue``, HTTP/1.0 (closes unless keep-alive), HEAD (no body), a 64 KB header limit
+(431), 400 on malformed requests, idle and slow connections closed by a sweep every second
+(no timer per request), TCP and Unix sockets, ASGI lifespan, and a graceful stop on
+SIGTERM/SIGINT (stop accepting, let running requests finish, then close). The whole body is
+read before the app runs; ``receive()`` hands it over in the parts it arrived in. Not here:
+HTTP/2, websockets, TLS (the daemon listens on loopback or a Unix socket; a proxy terminates
+TLS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import unquote
+
+import httptools
+import orjson
+
+from edge_runtime.errors import PayloadTooLarge
+
+log = logging.getLogger("edge_runtime.server")
+App = Callable[..., Any]
+MAX_HEADER_BYTES = 64 * 1024
+MAX_PIPELINED = 16  # requests queued on one connection before reading pauses
+SWEEP_S = 1.0
+_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+
+
+def _date() -> bytes:
+    return formatdate(usegmt=True).encode()
+
+
+class _Request:
+    __slots__ = ("body", "expect_continue", "headers", "keep_alive", "method", "url", "version")
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body: list[bytes] = []
+        self.method = "GET"
+        self.version = "1.1"
+        self.keep_alive = True
+        self.expect_continue = False
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(self, server: HttpServer) -> None:
+        self.server = server
+        self.loop = server.loop
+        self.transport: Any = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.client: tuple[str, int] | None = None
+        self.sockname: tuple[str, int] | None = None
+        self.req: _Request | None = None
+        self.header_bytes = 0
+        self.body_bytes = 0
+        self.queue: deque[_Request] = deque()
+        self.busy = False  # the app is answering a request
+        self.closing = False
+        self.last_active = time.monotonic()
+        self.can_write = asyncio.Event()
+        self.can_write.set()
+        self.disconnected: asyncio.Future[None] = self.loop.create_future()
+
+    # -- transport callbacks ------------------------------------------------------------------
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        peer, here = transport.get_extra_info("peername"), transport.get_extra_info("sockname")
+        self.client = (peer[0], peer[1]) if isinstance(peer, tuple) else None
+        self.sockname = (here[0], here[1]) if isinstance(here, tuple) else None
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.server.connections.discard(self)
+        if not self.disconnected.done():
+            self.disconnected.set_result(None)
+        self.can_write.set()
+
+    def pause_writing(self) -> None:
+        self.can_write.clear()
+
+    def resume_writing(self) -> None:
+        self.can_write.set()
+
+    def data_received(self, data: bytes) -> None:
+        self.last_active = time.monotonic()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(400, "protocol upgrades are not supported")
+        except httptools.HttpParserError as exc:
+            if not self.closing:
+                self._fail(400, f"malformed HTTP request: {exc}")
+
+    # -- parser callbacks ---------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.req = _Request()
+        self.header_bytes = self.body_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        assert self.req is not None
+        self.req.url += url
+        self._count_header(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        assert self.req is not None
+        name = name.lower()
+        self.req.headers.append((name, value))
+        self._count_header(len(name) + len(value))
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.req.expect_continue = True
+
+    def _count_header(self, n: int) -> None:
+        self.header_bytes += n
+        if self.header_bytes > MAX_HEADER_BYTES:
+            self._fail(431, f"request headers are larger than {MAX_HEADER_BYTES} bytes")
+            raise httptools.HttpParserCallbackError("headers too large")
+
+    def on_headers_complete(self) -> None:
+        req = self.req
+        assert req is not None
+        req.method = self.parser.get_method().decode("ascii")
+        req.version = self.parser.get_http_version()
+        req.keep_alive = self.parser.should_keep_alive()
+        for name, value in req.headers:
+            if name == b"content-length":
+                with contextlib.suppress(ValueError):
+                    if int(value) > self.server.max_body_bytes:
+                        self._too_large(int(value))
+                        raise httptools.HttpParserCallbackError("body too large")
+        if req.expect_continue and not self.queue and not self.busy:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, chunk: bytes) -> None:
+        assert self.req is not None
+        self.body_bytes += len(chunk)
+        if self.body_bytes > self.server.max_body_bytes:
+            self._too_large(self.body_bytes)
+            raise httptools.HttpParserCallbackError("body too large")
+        self.req.body.append(chunk)
+
+    def on_message_complete(self) -> None:
+        req, self.req = self.req, None
+        assert req is not None
+        self.queue.append(req)
+        if len(self.queue) >= MAX_PIPELINED:
+            self.transport.pause_reading()
+        if not self.busy:
+            self._next()
+
+    # -- running requests ---------------------------------------------------------------------
+    def _next(self) -> None:
+        if self.closing or not self.queue:
+            return
+        if len(self.queue) == MAX_PIPELINED:
+            self.transport.resume_reading()
+        self.busy = True
+        self.loop.create_task(self._run(self.queue.popleft()))
+
+    async def _run(self, req: _Request) -> None:
+        raw_path, _, query = req.url.partition(b"?")
+        path = raw_path.decode("latin-1")
+        if "%" in path:
+            path = unquote(path)
+        scope = {
+            "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": req.version, "method": req.method, "scheme": "http",
+            "path": path, "raw_path": raw_path, "query_string": query, "root_path": "",
+            "headers": req.headers, "client": self.client, "server": self.sockname,
+        }
+        # The body as it arrived, one message per part: the app joins them once, where it
+        # wants them (V2 binary tensors land aligned, app.read_body), with no copy here first.
+        parts = deque(req.body) if req.body else deque([b""])
+        response: dict[str, Any] = {}
+
+        async def receive() -> dict[str, Any]:
+            if parts:
+                body = parts.popleft()
+                return {"type": "http.request", "body": body, "more_body": bool(parts)}
+            await self.disconnected
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            if self.closing:
+                return
+            kind = message["type"]
+            if kind == "http.response.start":
+                response["status"] = message["status"]
+                response["headers"] = message.get("headers", [])
+            elif kind == "http.response.body":
+                if not self.can_write.is_set():
+                    await self.can_write.wait()
+                self._write(req, response, message.get("body", b""),
+                            message.get("more_body", False))
+
+        try:
+            await self.server.app(scope, receive, send)
+        except Exception:
+            log.exception("unhandled error in the app")
+            if "sent" not in response and not self.closing:
+                self._write(req, {"status": 500, "headers": [
+                    (b"content-type", b"application/json")]},
+                    b'{"error": "internal error"}', False)
+        if not response.get("done") and not self.closing:
+            self._close()  # the app did not finish its response
+        self.busy = False
+        if req.keep_alive and not self.closing:
+            self._next()
+        elif not self.closing:
+            self._close()
+
+    def _write(self, req: _Request, response: dict[str, Any], body: bytes, more: bool) -> None:
+        """The response head with the first body part, then the rest (chunked if unsized)."""
+        if response.get("done"):
+            return
+        head_only = req.method == "HEAD"
+        if "sent" not in response:
+            response["sent"] = True
+            status = response.get("status", 500)
+            sized = any(k.lower() == b"content-length" for k, _ in response["headers"])
+            response["chunked"] = chunked = more and not sized
+            parts = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"")),
+                     b"date: ", self.server.date, b"\r\n"]
+            for k, v in response["headers"]:
+                parts += (k, b": ", v, b"\r\n")
+            if not sized and not more:
+                parts.append(b"content-length: %d\r\n" % len(body))
+            if chunked:
+                parts.append(b"transfer-encoding: chunked\r\n")
+            if not req.keep_alive:
+                parts.append(b"connection: close\r\n")
+            parts.append(b"\r\n")
+            if not head_only:
+                parts.append(b"%x\r\n%s\r\n" % (len(body), body) if chunked and body else body)
+            self.transport.write(b"".join(parts))
+        elif not head_only and body:
+            self.transport.write(b"%x\r\n%s\r\n" % (len(body), body)
+                                 if response["chunked"] else body)
+        if not more:
+            response["done"] = True
+            if response["chunked"] and not head_only:
+                self.transport.write(b"0\r\n\r\n")
+
+    def _too_large(self, size: int) -> None:
+        self._fail(413, str(PayloadTooLarge(size, self.server.max_body_bytes)))
+
+    def _fail(self, status: int, message: str) -> None:
+        """Answer a request the app never sees, then close the connection."""
+        if self.closing:
+            return
+        body = orjson.dumps({"error": message})
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\ndate: %s\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+            % (status, _REASONS.get(status, b""), self.server.date, len(body), body))
+        self._close()
+
+    def _close(self) -> None:
+        self.closing = True
+        self.queue.clear()
+        if self.transport is not None:
+            self.transport.close()
+
+    def idle_for(self, now: float) -> float:
+        """Seconds without a byte in, while no request is being answered."""
+        return 0.0 if self.busy else now - self.last_active
+
+
+class HttpServer:
+    def __init__(self, app: App, *, max_body_bytes: int, keep_alive_s: float = 30.0,
+                 stop_timeout_s: float = 10.0) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.keep_alive_s = keep_alive_s
+        self.stop_timeout_s = stop_timeout_s
+        self.connections: set[HttpProtocol] = set()
+        self.date = _date()
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self._stop: asyncio.Event | None = None
+        self._lifespan: _Lifespan | None = None
+
+    def stop(self) -> None:
+        """Begin a graceful stop (thread-safe from the loop's thread; signals call this)."""
+        if self._stop is not None:
+            self._stop.set()
+
+    async def serve(self, sockets: list[socket.socket], *, handle_signals: bool = True) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._lifespan = _Lifespan(self.app)
+        await self._lifespan.startup()
+        servers = []
+        for sock in sockets:
+            if sock.family == socket.AF_UNIX:
+                servers.append(await self.loop.create_unix_server(
+                    lambda: HttpProtocol(self), sock=sock))
+            else:
+                servers.append(await self.loop.create_server(
+                    lambda: HttpProtocol(self), sock=sock))
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self.loop.add_signal_handler(sig, self.stop)
+        sweeper = self.loop.create_task(self._sweep())
+        try:
+            await self._stop.wait()
+        finally:
+            sweeper.cancel()
+            for s in servers:
+                s.close()
+            await self._drain()
+            for s in servers:
+                with contextlib.suppress(Exception):
+                    await s.wait_closed()
+            if handle_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    self.loop.remove_signal_handler(sig)
+            await self._lifespan.shutdown()
+
+    async def _drain(self) -> None:
+        """Let requests being answered finish (up to ``stop_timeout_s``), then close all."""
+        deadline = time.monotonic() + self.stop_timeout_s
+        while any(c.busy or c.queue for c in self.connections) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for conn in list(self.connections):
+            conn._close()
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_S)
+            self.date = _date()
+            now = time.monotonic()
+            for conn in list(self.connections):
+                if conn.idle_for(now) > self.keep_alive_s:
+                    conn._close()
+
+
+class _Lifespan:
+    """The ASGI lifespan protocol, for apps that take it (others are left alone)."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.started = asyncio.Event()
+        self.stopped = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"].startswith("lifespan.startup"):
+                self.started.set()
+            elif message["type"].startswith("lifespan.shutdown"):
+                self.stopped.set()
+
+        try:
+            await self.app({"type": "lifespan", "asgi": {"version": "3.0"}}, self.inbox.get,
+                           send)
+        except Exception:  # an app without lifespan support
+            log.debug("the app does not take lifespan events", exc_info=True)
+        finally:
+            self.started.set()
+            self.stopped.set()
+
+    async def startup(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._run())
+        await self.inbox.put({"type": "lifespan.startup"})
+        await self.started.wait()
+
+    async def shutdown(self) -> None:
+        await self.inbox.put({"type": "lifespan.shutdown"})
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.stopped.wait(), 10.0)

@@ -1,0 +1,267 @@
+"""The daemon's HTTP/1.1 server over real sockets, with a small ASGI app: keep-alive,
+pipelining, chunked bodies, limits, malformed requests, timeouts, Unix sockets, lifespan and a
+graceful stop. (The daemon's own endpoints run over it in tests/integration.)"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge_runtime.api import server as server_mod
+from edge_runtime.api.server import HttpServer
+
+LIMIT = 1000
+
+
+class EchoApp:
+    """Answers with the method, path, query, body size and a header, as JSON."""
+
+    def __init__(self) -> None:
+        self.lifespan: list[str] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                self.lifespan.append(message["type"])
+                await send({"type": message["type"] + ".complete"})
+                if message["type"] == "lifespan.shutdown":
+                    return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        path = scope["path"]
+        if path == "/boom":
+            raise RuntimeError("boom")
+        if path == "/slow":
+            await asyncio.sleep(0.5)
+        if path == "/stream":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            for part in (b"one,", b"two,", b"three"):
+                await send({"type": "http.response.body", "body": part, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        headers = dict(scope["headers"])
+        doc = {"method": scope["method"], "path": path, "query": scope["query_string"].decode(),
+               "body": len(body), "x": headers.get(b"x-test", b"").decode(),
+               "client": scope["client"] is not None}
+        body = json.dumps(doc).encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class Running:
+    def __init__(self, tmp: Path, keep_alive_s: float = 30.0) -> None:
+        self.app = EchoApp()
+        self.server = HttpServer(self.app, max_body_bytes=LIMIT, keep_alive_s=keep_alive_s)
+        self.tcp = socket.socket()
+        self.tcp.bind(("127.0.0.1", 0))
+        self.port = self.tcp.getsockname()[1]
+        self.uds_path = tmp / "s.sock"
+        self.uds = socket.socket(socket.AF_UNIX)
+        self.uds.bind(str(self.uds_path))
+        self.loop = asyncio.new_event_loop()
+        self.clients: list[http.client.HTTPConnection] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # listening (after the lifespan startup)
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.01)
+
+    def _run(self) -> None:
+        self.loop.run_until_complete(self.server.serve([self.tcp, self.uds],
+                                                       handle_signals=False))
+
+    def stop(self) -> None:
+        for c in self.clients:
+            c.close()
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.server.stop)
+            self.thread.join(10)
+        self.loop.close()
+
+    def conn(self) -> http.client.HTTPConnection:
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        self.clients.append(c)
+        return c
+
+    def raw(self, data: bytes, *, read_until_close: bool = True) -> bytes:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            s.sendall(data)
+            return _read_all(s) if read_until_close else s.recv(65536)
+
+
+def _read_all(s: socket.socket) -> bytes:
+    chunks = []
+    while True:
+        try:
+            chunk = s.recv(65536)
+        except TimeoutError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.fixture
+def srv(tmp_path: Path) -> Iterator[Running]:
+    r = Running(tmp_path)
+    yield r
+    r.stop()
+
+
+def test_keep_alive_answers_many_requests_on_one_connection(srv: Running) -> None:
+    c = srv.conn()
+    for i in range(3):
+        c.request("POST", f"/a/{i}?q=1", body=b"x" * i, headers={"X-Test": "yes"})
+        r = c.getresponse()
+        doc = json.loads(r.read())
+        assert r.status == 200 and r.getheader("date")
+        assert doc == {"method": "POST", "path": f"/a/{i}", "query": "q=1", "body": i,
+                       "x": "yes", "client": True}
+
+
+def test_pipelined_requests_are_answered_in_order(srv: Running) -> None:
+    reqs = b"".join(b"GET /p/%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(5))
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+        s.sendall(reqs + b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = _read_all(s)
+    paths = [json.loads(part.split(b"\r\n\r\n", 1)[1].split(b"HTTP/1.1")[0])["path"]
+             for part in data.split(b"HTTP/1.1 200 OK")[1:]]
+    assert paths == [f"/p/{i}" for i in range(5)] + ["/last"]
+
+
+def test_percent_encoded_paths_are_decoded(srv: Running) -> None:
+    c = srv.conn()
+    c.request("GET", "/v2/models/my%20model")
+    assert json.loads(c.getresponse().read())["path"] == "/v2/models/my model"
+
+
+def test_a_chunked_body_reaches_the_app_whole(srv: Running) -> None:
+    c = srv.conn()
+    c.request("POST", "/c", body=iter([b"ab", b"cde", b"f"]), encode_chunked=True,
+              headers={"Transfer-Encoding": "chunked"})
+    assert json.loads(c.getresponse().read())["body"] == 6
+
+
+def test_a_declared_body_over_the_limit_is_refused_before_it_is_sent(srv: Running) -> None:
+    data = srv.raw(b"POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (LIMIT + 1))
+    head, body = data.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 413 ") and b"connection: close" in head
+    assert "1000" in json.loads(body)["error"]
+
+
+def test_a_chunked_body_over_the_limit_is_refused(srv: Running) -> None:
+    chunk = b"%x\r\n%s\r\n" % (600, b"y" * 600)
+    data = srv.raw(b"POST /big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   + chunk + chunk + b"0\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 413 ")
+
+
+def test_malformed_requests_get_400_and_the_server_keeps_serving(srv: Running) -> None:
+    assert srv.raw(b"NOT A REQUEST\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+    assert srv.raw(b"GET / HTTP/1.1\r\nContent-Length: abc\r\n\r\n").startswith(
+        b"HTTP/1.1 400 ")
+    c = srv.conn()
+    c.request("GET", "/after")
+    assert c.getresponse().status == 200
+
+
+def test_oversized_headers_get_431(srv: Running) -> None:
+    big = b"X-Big: " + b"a" * (server_mod.MAX_HEADER_BYTES + 10) + b"\r\n"
+    assert srv.raw(b"GET / HTTP/1.1\r\n" + big + b"\r\n").startswith(b"HTTP/1.1 431 ")
+
+
+def test_http_1_0_closes_and_head_has_no_body(srv: Running) -> None:
+    data = srv.raw(b"GET /old HTTP/1.0\r\n\r\n")
+    head, body = data.split(b"\r\n\r\n", 1)
+    assert b"connection: close" in head and json.loads(body)["path"] == "/old"
+    data = srv.raw(b"HEAD /h HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    head, body = data.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200 ") and b"content-length: " in head and body == b""
+
+
+def test_expect_100_continue(srv: Running) -> None:
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+        s.sendall(b"POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+                  b"Expect: 100-continue\r\nConnection: close\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        s.sendall(b"abc")
+        data = _read_all(s)
+    assert json.loads(data.split(b"\r\n\r\n", 1)[1])["body"] == 3
+
+
+def test_an_app_error_is_a_500_and_streamed_responses_are_chunked(srv: Running) -> None:
+    c = srv.conn()
+    c.request("GET", "/boom")
+    r = c.getresponse()
+    assert r.status == 500 and json.loads(r.read()) == {"error": "internal error"}
+    c.close()
+    c = srv.conn()
+    c.request("GET", "/stream")
+    r = c.getresponse()
+    assert r.getheader("transfer-encoding") == "chunked" and r.read() == b"one,two,three"
+
+
+def test_unix_socket(srv: Running) -> None:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
+        s.connect(str(srv.uds_path))
+        s.sendall(b"GET /uds HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = _read_all(s)
+    doc = json.loads(data.split(b"\r\n\r\n", 1)[1])
+    assert doc["path"] == "/uds" and doc["client"] is False
+
+
+def test_idle_connections_are_closed(tmp_path: Path) -> None:
+    r = Running(tmp_path, keep_alive_s=0.5)
+    try:
+        with socket.create_connection(("127.0.0.1", r.port), timeout=5) as s:
+            s.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(0.1)
+            assert s.recv(65536).startswith(b"HTTP/1.1 200 ")
+            t0 = time.monotonic()
+            assert s.recv(100) == b""  # closed by the sweep
+            assert time.monotonic() - t0 < 4
+        with socket.create_connection(("127.0.0.1", r.port), timeout=5) as s:
+            s.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+            assert s.recv(100) == b""
+    finally:
+        r.stop()
+
+
+def test_graceful_stop_finishes_running_requests(tmp_path: Path) -> None:
+    r = Running(tmp_path)
+    try:
+        c = r.conn()
+        c.request("GET", "/slow")
+        time.sleep(0.1)
+        r.loop.call_soon_threadsafe(r.server.stop)
+        resp = c.getresponse()
+        assert resp.status == 200 and json.loads(resp.read())["path"] == "/slow"
+        r.thread.join(10)
+        assert not r.thread.is_alive()
+        assert r.app.lifespan == ["lifespan.startup", "lifespan.shutdown"]
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", r.port), timeout=1).close()
+    finally:
+        r.stop()
