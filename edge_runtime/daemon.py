@@ -21,6 +21,7 @@ from typing import Any
 from edge_runtime.api.app import App
 from edge_runtime.api.server import HttpServer
 from edge_runtime.backends import BackendOptions
+from edge_runtime.codecs import HEADER_LENGTH
 from edge_runtime.profiles import DeviceProfile, backend_options, detect_profile_name, load_profile
 from edge_runtime.runtime import Runtime
 from edge_runtime.settings import ServeSettings
@@ -127,7 +128,8 @@ class Daemon:
                 await self._serve_uvicorn(sockets)
             else:
                 await HttpServer(self.app, max_body_bytes=s.max_body_bytes,
-                                 keep_alive_s=KEEP_ALIVE_S).serve(sockets)
+                                 keep_alive_s=KEEP_ALIVE_S,
+                                 align_header=HEADER_LENGTH.encode()).serve(sockets)
         finally:
             flusher.cancel()
             if agent is not None:

@@ -5,15 +5,18 @@ graceful stop. (The daemon's own endpoints run over it in tests/integration.)"""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import http.client
 import json
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from edge_runtime.api import server as server_mod
@@ -36,12 +39,13 @@ class EchoApp:
                 await send({"type": message["type"] + ".complete"})
                 if message["type"] == "lifespan.shutdown":
                     return
-        body = b""
+        parts = []
         while True:
             message = await receive()
-            body += message.get("body", b"")
+            parts.append(message.get("body", b""))
             if not message.get("more_body"):
                 break
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
         path = scope["path"]
         if path == "/boom":
             raise RuntimeError("boom")
@@ -55,8 +59,11 @@ class EchoApp:
             return
         headers = dict(scope["headers"])
         doc = {"method": scope["method"], "path": path, "query": scope["query_string"].decode(),
-               "body": len(body), "x": headers.get(b"x-test", b"").decode(),
-               "client": scope["client"] is not None}
+               "body": len(body), "sha": hashlib.sha256(body).hexdigest()[:12],
+               "x": headers.get(b"x-test", b"").decode(), "client": scope["client"] is not None}
+        if b"x-align-at" in headers:  # where the byte at that offset sits in memory
+            offset = int(headers[b"x-align-at"])
+            doc["aligned"] = np.frombuffer(body, np.uint8)[offset:].ctypes.data % 64 == 0
         body = json.dumps(doc).encode()
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/json"),
@@ -65,9 +72,10 @@ class EchoApp:
 
 
 class Running:
-    def __init__(self, tmp: Path, keep_alive_s: float = 30.0) -> None:
+    def __init__(self, tmp: Path, keep_alive_s: float = 30.0, limit: int = LIMIT) -> None:
         self.app = EchoApp()
-        self.server = HttpServer(self.app, max_body_bytes=LIMIT, keep_alive_s=keep_alive_s)
+        self.server = HttpServer(self.app, max_body_bytes=limit, keep_alive_s=keep_alive_s,
+                                 align_header=b"X-Align-At")
         self.tcp = socket.socket()
         self.tcp.bind(("127.0.0.1", 0))
         self.port = self.tcp.getsockname()[1]
@@ -137,7 +145,8 @@ def test_keep_alive_answers_many_requests_on_one_connection(srv: Running) -> Non
         doc = json.loads(r.read())
         assert r.status == 200 and r.getheader("date")
         assert doc == {"method": "POST", "path": f"/a/{i}", "query": "q=1", "body": i,
-                       "x": "yes", "client": True}
+                       "sha": hashlib.sha256(b"x" * i).hexdigest()[:12], "x": "yes",
+                       "client": True}
 
 
 def test_pipelined_requests_are_answered_in_order(srv: Running) -> None:
@@ -265,3 +274,48 @@ def test_graceful_stop_finishes_running_requests(tmp_path: Path) -> None:
             socket.create_connection(("127.0.0.1", r.port), timeout=1).close()
     finally:
         r.stop()
+
+
+def test_large_bodies_are_read_into_place_aligned_and_keep_alive_goes_on(tmp_path: Path) -> None:
+    """A sized body of 64 KiB or more is read straight into one buffer: whole, with the byte at
+    the align header's offset 64-byte aligned, and the next request on the connection (sent in
+    the same write) still parsed."""
+    r = Running(tmp_path, limit=1 << 22)
+    try:
+        rng = np.random.default_rng(0)
+        for size, offset in ((server_mod.DIRECT_MIN, 0), (600_003, 37), (1 << 21, 1001)):
+            body = rng.bytes(size)
+            head = (b"POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nX-Align-At: %d\r\n"
+                    b"\r\n" % (size, offset))
+            tail = b"GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            with socket.create_connection(("127.0.0.1", r.port), timeout=5) as s:
+                data = head + body + tail
+                for i in range(0, len(data), 70_001):  # in pieces, split anywhere
+                    s.sendall(data[i:i + 70_001])
+                reply = _read_all(s)
+            first, second = (json.loads(part.split(b"\r\n\r\n", 1)[1].split(b"HTTP/1.1")[0])
+                             for part in reply.split(b"HTTP/1.1 200 OK")[1:])
+            assert first["body"] == size
+            assert first["sha"] == hashlib.sha256(body).hexdigest()[:12]
+            assert first["aligned"] is True
+            assert second["path"] == "/next"
+    finally:
+        r.stop()
+
+
+def test_the_buffer_pool_reuses_only_what_nothing_holds() -> None:
+    from edge_runtime.api.http import BufferPool
+
+    pool = BufferPool(keep=2)
+    first = pool.take(100_000, 7)
+    held = np.frombuffer(first, np.uint8)[7:]  # an array the app kept
+    assert held.ctypes.data % 64 == 0
+    del first
+    second = pool.take(100_000, 0)  # the first is still held: a new buffer
+    assert not np.shares_memory(np.frombuffer(second, np.uint8), held)
+    del second
+    third = pool.take(50_000, 3)  # the second is free again: reused
+    assert np.frombuffer(third, np.uint8)[3:].ctypes.data % 64 == 0
+    assert len(pool._buffers) == 2
+    del held, third
+    assert [sys.getrefcount(pool._buffers[i]) for i in range(2)] == [2, 2]  # all free
