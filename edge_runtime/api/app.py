@@ -38,6 +38,7 @@ from edge_runtime.codecs import (
     decode_predict,
     decode_request,
     decode_simple,
+    encode_plain,
     encode_predict,
     encode_response,
     encode_simple,
@@ -187,8 +188,10 @@ class App:
         result = dataplane.infer(name, None, inputs, unit=rid)
         if rid is not None:
             self.rt.feedback.remember(rid, result.name, result.version, result.outputs)
-        out, _ = encode_response(result.name, result.version, result.outputs,
-                                 _ALL_OUTPUTS_AS_JSON, request_id=rid)
+        out = encode_plain(result.name, result.version, result.outputs, rid)
+        if out is None:
+            out, _ = encode_response(result.name, result.version, result.outputs,
+                                     _ALL_OUTPUTS_AS_JSON, request_id=rid)
         return 200, out, None
 
     async def _v2_infer(self, rest: str, req: Request, body: Body) -> Response:

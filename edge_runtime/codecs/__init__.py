@@ -24,6 +24,7 @@ from edge_runtime.codecs.v2 import (
     check_outputs,
     decode_plain,
     decode_request,
+    encode_plain,
     encode_response,
     model_metadata,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "decode_request",
     "decode_simple",
     "dtype_of",
+    "encode_plain",
     "encode_predict",
     "encode_response",
     "encode_simple",

@@ -42,6 +42,7 @@ __all__ = [
     "decode_plain",
     "decode_request",
     "dtype_of",
+    "encode_plain",
     "encode_response",
     "model_metadata",
 ]
@@ -137,6 +138,27 @@ def decode_plain(body: bytes | memoryview) -> tuple[str | None, dict[str, NDArra
             return None
         inputs[name] = arr.reshape(shape)
     return rid, inputs
+
+
+_JSON_NUMBERS = {dtype: name for name, dtype in DATATYPES.items() if dtype.kind != "O"}
+
+
+def encode_plain(model_name: str, model_version: str, outputs: Mapping[str, NDArray[Any]],
+                 request_id: str | None) -> bytes | None:
+    """``encode_response`` for an everyday request (every output as JSON) when every output is
+    a C-contiguous native numeric array, as backends return them; else None."""
+    entries = []
+    for name, arr in outputs.items():
+        datatype = _JSON_NUMBERS.get(arr.dtype)
+        if datatype is None or not arr.flags.c_contiguous:
+            return None
+        entries.append({"name": name, "datatype": datatype, "shape": list(arr.shape),
+                        "data": arr.reshape(-1)})
+    doc: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
+    if request_id is not None:
+        doc["id"] = request_id
+    doc["outputs"] = entries
+    return dumps(doc)
 
 
 _NO_TAIL = memoryview(b"")

@@ -136,3 +136,17 @@ def test_check_names_where() -> None:
     check_names((X, IDS), ["ids", "x"])
     with pytest.raises(InputInvalid, match=r"input 'ids': missing in instances\[3\]"):
         check_names((X, IDS), ["x"], where=" in instances[3]")
+
+
+def test_inputs_that_already_fit_pass_through_unchanged() -> None:
+    specs = (TensorSpec("x", "float32", ("batch", 4)), TensorSpec("m", "int64", ("batch",)))
+    x, m = np.zeros((3, 4), np.float32), np.arange(3)
+    out = validate_inputs(specs, {"m": m, "x": x})
+    assert list(out) == ["x", "m"] and out["x"] is x and out["m"] is m
+    for bad in ({"x": x, "m": np.arange(2)}, {"x": np.zeros((3, 5), np.float32), "m": m},
+                {"x": np.zeros((0, 4), np.float32), "m": m[:0]}):
+        with pytest.raises(InputInvalid):
+            validate_inputs(specs, bad)
+    # a float64 x still goes through (cast by the general path), as a new array
+    cast = validate_inputs(specs, {"x": x.astype(np.float64), "m": m})
+    assert cast["x"].dtype == np.float32 and cast["x"] is not x

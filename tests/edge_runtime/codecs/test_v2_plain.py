@@ -88,3 +88,23 @@ def test_bodies_that_are_not_a_json_object(body: bytes) -> None:
     assert decode_plain(body) is None
     with pytest.raises(PayloadInvalid):
         decode_request(body, None)
+
+
+@pytest.mark.parametrize("request_id", [None, "r-7"])
+def test_encode_plain_writes_what_encode_response_writes(request_id: str | None) -> None:
+    import orjson
+
+    from edge_runtime.codecs import InferRequest, encode_plain, encode_response
+
+    outputs = {"label": np.array([3, 1], np.int64),
+               "probabilities": np.arange(6, dtype=np.float32).reshape(2, 3),
+               "flag": np.array(True), "half": np.ones((1, 2), np.float16)}
+    plain = encode_plain("m", "2", outputs, request_id)
+    general, headers = encode_response("m", "2", outputs, InferRequest(None, {}),
+                                       request_id=request_id)
+    assert plain is not None and orjson.loads(plain) == orjson.loads(general)
+    assert headers == {"Content-Type": "application/json"}
+    # Not for it: strings, big-endian or strided arrays (encode_response handles them).
+    assert encode_plain("m", "2", {"s": np.array(["a"], object)}, None) is None
+    assert encode_plain("m", "2", {"b": np.ones(2, ">f4")}, None) is None
+    assert encode_plain("m", "2", {"t": np.ones((3, 2), np.float32).T}, None) is None
