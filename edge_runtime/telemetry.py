@@ -30,7 +30,7 @@ from edge_runtime.store.telemetry import TelemetryStore
 
 log = logging.getLogger("edge_runtime.telemetry")
 Arrays = Mapping[str, NDArray[Any]]
-DRIFT_BUFFER_ROWS = 256
+DRIFT_BUFFER_ROWS = 1024
 DRIFT_BUFFER_BYTES = 1 << 20
 # A request at least this large is counted at once: buffering it saves no numpy call overhead
 # and concatenating it with the next one would only copy it.
