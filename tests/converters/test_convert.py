@@ -45,12 +45,16 @@ def test_auto_on_mlp_picks_within_budget(tmp_path: Path, keys: Keys, mlp_source:
     assert {c.precision for c in result.candidates} == {"fp32", "fp16", "int8-dynamic",
                                                          "int8-static"}
     assert result.chosen.within_budget
-    assert result.chosen.precision.startswith("int8")  # smallest, and fast enough
     assert any(m.startswith("chose ") for m in logs)
-    for c in result.candidates:
-        if c.within_budget:
-            assert c.size_bytes >= result.chosen.size_bytes or c.latency_ms["b1_p50"] < (
-                result.chosen.latency_ms["b1_p50"] / 1.25)
+    # The rule (converters/auto.py), checked on the latencies this run measured: the smallest
+    # candidate within budget whose batch-1 p50 is within 1.25x the fastest one's. (Which one
+    # that is depends on timings of ~0.02 ms: int8 usually, not on a loaded machine.)
+    good = [c for c in result.candidates if c.within_budget]
+    fastest = min(c.latency_ms["b1_p50"] for c in good)
+    assert result.chosen.latency_ms["b1_p50"] <= 1.25 * fastest
+    for c in good:
+        if c.size_bytes < result.chosen.size_bytes:
+            assert c.latency_ms["b1_p50"] > 1.25 * fastest, c.precision
     pkg = open_package(result.package, keys.trust)
     assert pkg.manifest.precision == result.chosen.precision
     assert pkg.manifest.task == "classification"
