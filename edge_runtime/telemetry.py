@@ -49,22 +49,8 @@ class _DriftSlot:
     start: float = field(default_factory=time.time)
 
     def add(self, inputs: Arrays, outputs: Arrays, rows: int) -> bool:
-        size = 0
-        buffered = self.inputs
-        for name, a in inputs.items():  # plain loops: this runs on every request
-            size += a.nbytes
-            parts = buffered.get(name)
-            if parts is None:
-                buffered[name] = [a]
-            else:
-                parts.append(a)
-        buffered = self.outputs
-        for name, a in outputs.items():
-            parts = buffered.get(name)
-            if parts is None:
-                buffered[name] = [a]
-            else:
-                parts.append(a)
+        size = _buffer(self.inputs, inputs)
+        _buffer(self.outputs, outputs)
         self.rows += rows
         self.nbytes += size
         return (self.rows >= DRIFT_BUFFER_ROWS or self.nbytes >= DRIFT_BUFFER_BYTES
@@ -76,6 +62,19 @@ class _DriftSlot:
         ins, outs = _concat(self.inputs), _concat(self.outputs)
         self.inputs, self.outputs, self.rows, self.nbytes = {}, {}, 0, 0
         self.acc.update(ins, outs)
+
+
+def _buffer(buffered: dict[str, list[NDArray[Any]]], arrays: Arrays) -> int:
+    """Append each tensor to its name's list; their bytes. A plain loop: runs per request."""
+    size = 0
+    for name, a in arrays.items():
+        size += a.nbytes
+        parts = buffered.get(name)
+        if parts is None:
+            buffered[name] = [a]
+        else:
+            parts.append(a)
+    return size
 
 
 def _concat(parts: dict[str, list[NDArray[Any]]]) -> dict[str, NDArray[Any]]:

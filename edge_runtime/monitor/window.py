@@ -144,18 +144,23 @@ class MetricsWindow:
         latency, items = batch[:, 0], batch[:, 1].astype(np.int64)
         epochs = np.floor(batch[:, 2] / self.slot_seconds).astype(np.int64)
         first, last = int(epochs.min()), int(epochs.max())
-        for epoch in range(first, last + 1) if last - first < self.slots else np.unique(epochs):
-            pick = epochs == epoch if first != last else slice(None)
-            if not latency[pick].size:
-                continue
-            slot = self._slot_at(int(epoch))
-            if slot is not None:
-                slot.add_requests(latency[pick], int(items[pick].sum()))
+        if first == last:  # nearly always: one slot, no selection
+            self._add_to_slot(first, latency, items)
+        else:
+            for epoch in np.unique(epochs).tolist():
+                pick = epochs == epoch
+                self._add_to_slot(epoch, latency[pick], items[pick])
         total_items = int(items.sum())
         self._interval.add_requests(latency, total_items)
         self._total_requests += int(latency.size)
         self._total_items += total_items
         self._total_latency += float(latency.sum())
+
+    def _add_to_slot(self, epoch: int, latency: NDArray[np.float64],
+                     items: NDArray[np.int64]) -> None:
+        slot = self._slot_at(epoch)
+        if slot is not None:
+            slot.add_requests(latency, int(items.sum()))
 
     def record_error(self, kind: str) -> None:
         """Count one failed request; ``kind`` is a short stable label (e.g. "input_invalid")."""
