@@ -129,7 +129,8 @@ class Daemon:
             else:
                 await HttpServer(self.app, max_body_bytes=s.max_body_bytes,
                                  keep_alive_s=KEEP_ALIVE_S,
-                                 align_header=HEADER_LENGTH.encode()).serve(sockets)
+                                 align_header=HEADER_LENGTH.encode(),
+                                 fast=self.app.fast).serve(sockets)
         finally:
             flusher.cancel()
             if agent is not None:

@@ -22,6 +22,7 @@ from edge_runtime import __version__
 from edge_runtime.api import admin
 from edge_runtime.api.errors import status_for
 from edge_runtime.api.http import (
+    JSON,
     Body,
     Receive,
     Request,
@@ -83,6 +84,7 @@ class App:
         self.ready = False
         # "/v2/models/NAME/infer" -> NAME, for models that were active when first asked
         self._plain_paths: dict[str, str] = {}
+        self._plain_urls: dict[bytes, str] = {}  # the same, as raw URLs (``fast``)
 
     async def __call__(self, scope: Scope, receive: Receive, send_: Send) -> None:
         if scope["type"] == "lifespan":
@@ -170,20 +172,57 @@ class App:
         if ("/" not in name and len(self._plain_paths) < _PLAIN_PATHS_MAX
                 and self.rt.registry.active(name) is not None):
             self._plain_paths[path] = name
+            if path.isascii():
+                self._plain_urls[path.encode()] = name
 
     async def _v2_infer_json(self, name: str, req: Request, receive: Receive) -> Response:
-        """POST /v2/models/NAME/infer with a JSON body: the everyday request (``decode_plain``)
-        on a model that runs on the event loop goes straight to the data plane; anything
-        else takes the general ``_v2_infer``, which gives the same answer more slowly."""
+        """POST /v2/models/NAME/infer with a JSON body over ASGI: ``_infer_plain`` when it is
+        the everyday request, else the general ``_v2_infer``."""
         self._check_token(req)
         body = await read_body(receive, req.content_length, self._limit)
+        answer = self._infer_plain(name, body)
+        return answer if answer is not None else await self._v2_infer(name, req, body)
+
+    def fast(self, url: bytes, headers: list[tuple[bytes, bytes]], body: bytes | memoryview
+             ) -> tuple[int, bytes, list[tuple[bytes, bytes]]] | None:
+        """The builtin server's synchronous route (``HttpServer(fast=...)``): the everyday
+        V2 JSON infer request on a remembered path, answered with no ASGI scope, task or
+        messages. None for anything else (other paths, query strings, binary requests, a
+        missing or wrong token, bodies that are not everyday): the ASGI app answers those."""
+        name = self._plain_urls.get(url)
+        if name is None:
+            return None
+        auth = None
+        for key, value in headers:
+            if key == b"inference-header-content-length":
+                return None
+            if key == b"authorization":
+                auth = value
+        if self._token is not None and not (
+                auth is not None and hmac.compare_digest(auth, self._token)):
+            return None
+        try:
+            answer = self._infer_plain(name, body)
+        except EdgeRuntimeError as exc:
+            return status_for(exc), json_bytes({"error": str(exc)}), JSON
+        except Exception as exc:  # as __call__: one request never takes the daemon down
+            log.exception("unhandled error")
+            return 500, json_bytes({"error": f"internal error: {exc}"}), JSON
+        if answer is None:
+            return None
+        return answer[0], answer[1], JSON
+
+    def _infer_plain(self, name: str, body: Body) -> Response | None:
+        """The everyday request (``decode_plain``) on a model that runs on the event loop,
+        straight to the data plane; None when it is not that, and ``_v2_infer`` (which gives
+        the same answer more slowly) must take it."""
         dataplane = self.rt.dataplane
         active = self.rt.registry.active(name)
-        plain = None
-        if active is not None and active.inline and dataplane.max_batch_size <= 1:
-            plain = decode_plain(body)
+        if active is None or not active.inline or dataplane.max_batch_size > 1:
+            return None
+        plain = decode_plain(body)
         if plain is None:
-            return await self._v2_infer(name, req, body)
+            return None
         rid, inputs = plain
         result = dataplane.infer(name, None, inputs, unit=rid)
         if rid is not None:

@@ -15,6 +15,11 @@ SIGTERM/SIGINT (stop accepting, let running requests finish, then close). The wh
 read before the app runs; ``receive()`` hands it over in the parts it arrived in. Not here:
 HTTP/2, websockets, TLS (the daemon listens on loopback or a Unix socket; a proxy terminates
 TLS).
+
+An optional ``fast`` handler is offered every complete POST first and may answer it
+synchronously, with no task, scope or messages (the daemon's everyday V2 JSON infer request:
+about 5 us of the ~45 us a small model's request costs on one core); whatever it declines goes
+to the ASGI app unchanged.
 """
 
 from __future__ import annotations
@@ -40,6 +45,11 @@ from edge_runtime.errors import PayloadTooLarge
 
 log = logging.getLogger("edge_runtime.server")
 App = Callable[..., Any]
+# (raw URL, lower-cased headers, whole body) -> (status, body, headers; content-length added),
+# or None to hand the request to the ASGI app. Runs on the event loop: it must not block long.
+FastHandler = Callable[[bytes, list[tuple[bytes, bytes]], bytes | memoryview],
+                       tuple[int, bytes, list[tuple[bytes, bytes]]] | None]
+_JSON = [(b"content-type", b"application/json")]
 MAX_HEADER_BYTES = 64 * 1024
 MAX_PIPELINED = 16  # requests queued on one connection before reading pauses
 SWEEP_S = 1.0
@@ -227,12 +237,33 @@ class HttpProtocol(asyncio.BufferedProtocol):
 
     # -- running requests ---------------------------------------------------------------------
     def _next(self) -> None:
-        if self.closing or not self.queue:
+        fast = self.server.fast
+        while not self.closing and self.queue:
+            if len(self.queue) == MAX_PIPELINED:
+                self.transport.resume_reading()
+            req = self.queue.popleft()
+            if fast is not None and req.method == "POST" and self._answer_fast(fast, req):
+                if not req.keep_alive:
+                    self._close()
+                continue
+            self.busy = True
+            self.loop.create_task(self._run(req))
             return
-        if len(self.queue) == MAX_PIPELINED:
-            self.transport.resume_reading()
-        self.busy = True
-        self.loop.create_task(self._run(self.queue.popleft()))
+
+    def _answer_fast(self, fast: FastHandler, req: _Request) -> bool:
+        """Let the server's ``fast`` handler answer ``req`` synchronously, with no task, scope
+        or messages; False when it declines (the ASGI app then gets the request unchanged)."""
+        body = req.body[0] if len(req.body) == 1 else b"".join(req.body)
+        try:
+            answer = fast(req.url, req.headers, body)
+        except Exception:
+            log.exception("unhandled error in the fast handler")
+            answer = (500, b'{"error": "internal error"}', _JSON)
+        if answer is None:
+            return False
+        status, payload, headers = answer
+        self._write(req, {"status": status, "headers": headers}, payload, False)
+        return True
 
     async def _run(self, req: _Request) -> None:
         raw_path, _, query = req.url.partition(b"?")
@@ -345,8 +376,10 @@ class HttpProtocol(asyncio.BufferedProtocol):
 
 class HttpServer:
     def __init__(self, app: App, *, max_body_bytes: int, keep_alive_s: float = 30.0,
-                 stop_timeout_s: float = 10.0, align_header: bytes | None = None) -> None:
+                 stop_timeout_s: float = 10.0, align_header: bytes | None = None,
+                 fast: FastHandler | None = None) -> None:
         self.app = app
+        self.fast = fast
         self.max_body_bytes = max_body_bytes
         self.align_header = align_header.lower() if align_header else None
         self.buffers = BufferPool()

@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from edge_runtime.api.app import App
+from edge_runtime.codecs.v2 import decode_plain
 from edge_runtime.runtime import Runtime
 from tests.conftest import Keys, build_package
 
@@ -109,3 +110,50 @@ def test_a_binary_request_takes_the_general_route(app: App) -> None:
     status, body = call(app, header + raw, headers=[
         (b"inference-header-content-length", str(len(header)).encode())])
     assert status == 200 and orjson.loads(body)["outputs"][0]["shape"] == [2, 3]
+
+
+def fast(app: App, body: bytes, url: bytes = PATH.encode(),
+         headers: list[tuple[bytes, bytes]] | None = None) -> tuple[int, bytes] | None:
+    """The builtin server's synchronous route (``App.fast``); None when it declines."""
+    answer = app.fast(url, headers or [], body)
+    if answer is None:
+        return None
+    status, out, hdrs = answer
+    assert hdrs == [(b"content-type", b"application/json")]
+    return status, out
+
+
+@pytest.mark.parametrize("doc", BODIES)
+def test_the_servers_fast_route_answers_as_asgi_or_declines(app: App, doc: Any) -> None:
+    body = json.dumps(doc).encode()
+    call(app, body)  # the app learns the path
+    answer, slow = fast(app, body), general(app, body)
+    # everyday bodies only (outputs asked for, strings, a size that does not fit its shape
+    # are not); ASGI answers the rest
+    assert (answer is not None) == (decode_plain(body) is not None)
+    if answer is not None:
+        assert answer[0] == slow[0] and orjson.loads(answer[1]) == orjson.loads(slow[1])
+
+
+def test_the_fast_route_declines_what_it_does_not_know(app: App) -> None:
+    body = json.dumps({"inputs": [item()]}).encode()
+    call(app, body)
+    assert fast(app, body) is not None
+    assert fast(app, body, url=PATH.encode() + b"?x=1") is None  # a query string
+    assert fast(app, body, url=b"/v2/models/other/infer") is None  # not a learned path
+    assert fast(app, b"{oops") is None  # ASGI words the error
+    assert fast(app, body, headers=[(b"inference-header-content-length", b"5")]) is None
+
+
+def test_the_fast_route_leaves_a_missing_token_to_asgi(app: App) -> None:
+    body = json.dumps({"inputs": [item()]}).encode()
+    call(app, body)
+    saved, app._token = app._token, b"Bearer s3cret"
+    try:
+        assert fast(app, body) is None
+        assert fast(app, body, headers=[(b"authorization", b"Bearer wrong")]) is None
+        ok = fast(app, body, headers=[(b"authorization", b"Bearer s3cret")])
+        assert ok is not None and ok[0] == 200
+        assert call(app, body)[0] == 401
+    finally:
+        app._token = saved

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from edge_runtime.api import server as server_mod
-from edge_runtime.api.server import HttpServer
+from edge_runtime.api.server import FastHandler, HttpServer
 
 LIMIT = 1000
 
@@ -72,10 +72,11 @@ class EchoApp:
 
 
 class Running:
-    def __init__(self, tmp: Path, keep_alive_s: float = 30.0, limit: int = LIMIT) -> None:
+    def __init__(self, tmp: Path, keep_alive_s: float = 30.0, limit: int = LIMIT,
+                 fast: FastHandler | None = None) -> None:
         self.app = EchoApp()
         self.server = HttpServer(self.app, max_body_bytes=limit, keep_alive_s=keep_alive_s,
-                                 align_header=b"X-Align-At")
+                                 align_header=b"X-Align-At", fast=fast)
         self.tcp = socket.socket()
         self.tcp.bind(("127.0.0.1", 0))
         self.port = self.tcp.getsockname()[1]
@@ -319,3 +320,49 @@ def test_the_buffer_pool_reuses_only_what_nothing_holds() -> None:
     assert len(pool._buffers) == 2
     del held, third
     assert [sys.getrefcount(pool._buffers[i]) for i in range(2)] == [2, 2]  # all free
+
+
+def fast_echo(url: bytes, headers: list[tuple[bytes, bytes]], body: bytes | memoryview
+              ) -> tuple[int, bytes, list[tuple[bytes, bytes]]] | None:
+    """Answers POST /fast/... itself (the body reversed), raises on /fast/boom, declines the
+    rest (the ASGI app answers)."""
+    if not url.startswith(b"/fast/"):
+        return None
+    if url == b"/fast/boom":
+        raise RuntimeError("boom")
+    return 201, bytes(body)[::-1], [(b"content-type", b"text/plain"), (b"x-fast", b"1")]
+
+
+def test_a_fast_handler_answers_inline_and_declines_to_the_app(tmp_path: Path) -> None:
+    srv = Running(tmp_path, fast=fast_echo)
+    try:
+        c = srv.conn()
+        c.request("POST", "/fast/a", body=b"abc")
+        r = c.getresponse()
+        assert (r.status, r.read(), r.getheader("x-fast"), r.getheader("content-length")) == (
+            201, b"cba", "1", "3")
+        c.request("POST", "/other", body=b"abc")  # declined: the ASGI app, same connection
+        r = c.getresponse()
+        assert r.status == 200 and json.loads(r.read())["path"] == "/other"
+        c.request("GET", "/fast/a")  # only POSTs are offered to it
+        r = c.getresponse()
+        assert r.status == 200 and json.loads(r.read())["method"] == "GET"
+        c.request("POST", "/fast/boom", body=b"x")
+        r = c.getresponse()
+        assert r.status == 500 and json.loads(r.read()) == {"error": "internal error"}
+        c.request("POST", "/fast/after", body=b"12")  # the connection keeps serving
+        assert c.getresponse().read() == b"21"
+        # pipelined, fast and app answers interleaved: still in request order
+        reqs = b"".join(b"POST /%s/%d HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n%d"
+                        % (b"fast" if i % 2 else b"slow", i, i) for i in range(6))
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(reqs + b"POST /fast/z HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+                             b"Connection: close\r\n\r\nz")
+            data = _read_all(s)
+        answers = [part.split(b"\r\n\r\n", 1)[1] for part in data.split(b"HTTP/1.1 ")[1:]]
+        assert [a[:1] for a in answers] == [b"{", b"1", b"{", b"3", b"{", b"5", b"z"]
+        assert [json.loads(a)["path"] for a in answers[0:6:2]] == ["/slow/0", "/slow/2",
+                                                                 "/slow/4"]
+        assert b"connection: close" in data.split(b"HTTP/1.1 ")[-1]
+    finally:
+        srv.stop()
