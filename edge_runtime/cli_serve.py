@@ -30,6 +30,8 @@ from edge_runtime.cliopts import config_opt, keys_opt, load_settings, store_opt,
 @click.option("--cache-entries", type=int, default=None, help="LRU response cache (0 = off).")
 @click.option("--monitoring/--no-monitoring", default=None)
 @click.option("--drift/--no-drift", default=None)
+@click.option("--drift-max-rows-per-s", type=click.FloatRange(min=0), default=None,
+              help="Drift counting budget per version (default 1000; 0 = every request).")
 @click.option("--telemetry-interval", "telemetry_interval_s", type=float, default=None)
 @click.option("--log-level", default=None)
 @click.option("--fleet-url", "fleet_url", default=None,

@@ -60,6 +60,10 @@ class ServeSettings:
     monitoring: bool = _doc("latency/error/throughput windows and Prometheus metrics",
                             default=True)
     drift: bool = _doc("count inputs/outputs into the package's drift histograms", default=True)
+    drift_max_rows_per_s: float = _doc(
+        "drift counting budget per model version, in rows a second: below it every request is "
+        "counted, above it requests are counted at random with the probability that keeps to "
+        "it (0 = count every request)", default=1000.0)
     telemetry_interval_s: float = _doc("how often monitoring is persisted to SQLite",
                                        default=10.0)
     telemetry_max_rows: int = _doc("telemetry/outbox rows kept (oldest dropped first)",

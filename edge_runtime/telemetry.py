@@ -10,9 +10,10 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import random
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +48,28 @@ class _DriftSlot:
     rows: int = 0
     nbytes: int = 0
     start: float = field(default_factory=time.time)
+    # Sampling under load (Telemetry's drift_max_rows_per_s): rows seen since ``since``, the
+    # probability a request is counted (from the last second's rate), and running totals.
+    since: float = 0.0
+    seen: int = 0
+    keep: float = 1.0
+    seen_total: int = 0
+    counted_total: int = 0
+
+    def admit(self, rows: int, now: float, budget: float, draw: Callable[[], float]) -> bool:
+        """Whether to count this request: all of them while the rate stays within ``budget``
+        rows a second, else each with probability budget / rate (a uniform random sample, so
+        the histograms stay unbiased; their ``n`` says how many rows were counted)."""
+        if now - self.since >= 1.0:
+            rate = self.seen / (now - self.since)
+            self.keep = 1.0 if rate <= budget else budget / rate
+            self.since, self.seen = now, 0
+        self.seen += rows
+        self.seen_total += rows
+        if self.keep >= 1.0 or draw() < self.keep:
+            self.counted_total += rows
+            return True
+        return False
 
     def add(self, inputs: Arrays, outputs: Arrays, rows: int) -> bool:
         size = _buffer(self.inputs, inputs)
@@ -94,11 +117,16 @@ def _concat(parts: dict[str, list[NDArray[Any]]]) -> dict[str, NDArray[Any]]:
 
 class Telemetry:
     def __init__(self, store: TelemetryStore | None, *, monitoring: bool = True,
-                 drift: bool = True, feedback: FeedbackBook | None = None) -> None:
+                 drift: bool = True, feedback: FeedbackBook | None = None,
+                 drift_max_rows_per_s: float = 0.0, clock: Callable[[], float] = time.monotonic,
+                 draw: Callable[[], float] = random.random) -> None:
         self.feedback = feedback
         self.store = store
         self.monitoring = monitoring
         self.drift = drift
+        self.drift_budget = drift_max_rows_per_s
+        self._clock = clock
+        self._draw = draw
         self.metrics = ModelMetrics()
         self._drift: dict[tuple[str, str], _DriftSlot] = {}
         self._no_ref: set[tuple[str, str]] = set()
@@ -132,8 +160,20 @@ class Telemetry:
             slot = self._drift.get(key)
         if slot is not None:
             with self._lock:
+                if self.drift_budget > 0:
+                    if not slot.admit(rows, self._clock(), self.drift_budget, self._draw):
+                        return
+                else:
+                    slot.seen_total += rows
+                    slot.counted_total += rows
                 if slot.add(inputs, outputs, rows):
                     slot.count()
+
+    def drift_sampling(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """Per version: (rows seen, rows counted into the drift histograms) since start."""
+        with self._lock:
+            return {key: (slot.seen_total, slot.counted_total)
+                    for key, slot in self._drift.items()}
 
     def error(self, name: str, version: str, kind: str) -> None:
         if self.monitoring:

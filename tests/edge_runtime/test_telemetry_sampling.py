@@ -1,0 +1,98 @@
+"""Drift counting under load: every request within the budget, a uniform random sample above
+it (the histograms stay unbiased and say how many rows they counted)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edge_runtime.runtime import Runtime
+from edge_runtime.store.models import InstalledModel
+from edge_runtime.telemetry import Telemetry
+from tests.conftest import Keys, build_package
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Iterator[InstalledModel]:
+    pkg = build_package(tmp_path_factory.mktemp("pkg"), keys.signer)
+    rt = Runtime(tmp_path_factory.mktemp("store") / "store", trusted_keys=(keys.public,))
+    rt.install(pkg)
+    rt.activate("gemm", "1")
+    served = rt.registry.acquire("gemm", None)
+    served.release()
+    yield served.installed
+    rt.close()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def feed(tel: Telemetry, model: InstalledModel, n: int, value: float = 0.5) -> None:
+    x = {"x": np.full((1, 4), value, np.float32)}
+    y = {"y": np.zeros((1, 3), np.float32)}
+    for _ in range(n):
+        tel.observe(model, 0.001, 1, x, y)
+
+
+def drift_n(tel: Telemetry, model: InstalledModel) -> Any:
+    with tel._lock:
+        slot = tel._drift[(model.name, model.version)]
+        slot.count()
+        return slot.acc.snapshot(reset=False)["features"][0]["n"]
+
+
+def test_without_a_budget_every_request_is_counted(model: InstalledModel) -> None:
+    tel = Telemetry(None, drift_max_rows_per_s=0, clock=Clock())
+    feed(tel, model, 300)
+    assert tel.drift_sampling()[("gemm", "1")] == (300, 300)
+    assert drift_n(tel, model) == 300
+
+
+def test_above_the_budget_requests_are_sampled_at_budget_over_rate(model: InstalledModel
+                                                                  ) -> None:
+    clock = Clock()
+    tel = Telemetry(None, drift_max_rows_per_s=100, clock=clock,
+                    draw=random.Random(7).random)
+    feed(tel, model, 1000)  # the first second: no rate known yet, all counted
+    assert tel.drift_sampling()[("gemm", "1")] == (1000, 1000)
+    clock.now += 1.0
+    feed(tel, model, 1000)  # last second ran at 1,000 rows/s: keep 10%
+    seen, counted = tel.drift_sampling()[("gemm", "1")]
+    assert seen == 2000 and 1000 + 70 <= counted <= 1000 + 130
+    clock.now += 1.0
+    feed(tel, model, 50)  # 1,000 rows/s again in the last second: still 10%
+    clock.now += 1.0
+    before = tel.drift_sampling()[("gemm", "1")][1]
+    feed(tel, model, 50)  # the last second ran at 50 rows/s, within budget: all counted
+    assert tel.drift_sampling()[("gemm", "1")][1] - before == 50
+    assert drift_n(tel, model) == tel.drift_sampling()[("gemm", "1")][1]
+
+
+def test_the_sample_is_unbiased(model: InstalledModel) -> None:
+    clock = Clock()
+    tel = Telemetry(None, drift_max_rows_per_s=200, clock=clock,
+                    draw=random.Random(3).random)
+    feed(tel, model, 2000, value=-5.0)  # warms the rate up at 2,000 rows/s
+    with tel._lock:
+        tel._drift[("gemm", "1")].count()
+        tel._drift[("gemm", "1")].acc.snapshot(reset=True)
+    clock.now += 1.0
+    for _ in range(1000):  # alternating values, sampled at 10%
+        feed(tel, model, 1, value=-5.0)
+        feed(tel, model, 1, value=5.0)
+    with tel._lock:
+        slot = tel._drift[("gemm", "1")]
+        slot.count()
+        feat = slot.acc.snapshot(reset=False)["features"][0]
+    low, high = feat["underflow"], feat["overflow"]
+    assert 150 <= low + high <= 250
+    assert abs(low - high) <= 0.3 * (low + high)
