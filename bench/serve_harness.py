@@ -163,6 +163,21 @@ def measure(servers: list[Server], conns: tuple[int, ...], reps: int, seconds: i
     return out
 
 
+def paired(a: Server, b: Server, *, conns: int, pairs: int, seconds: int, tmp: Path
+           ) -> list[tuple[dict[str, float], dict[str, float]]]:
+    """``pairs`` back-to-back runs of ``a`` and ``b`` (which goes first alternates). The ratio
+    of two neighbouring runs cancels the machine's slow drifts, which move medians taken
+    minutes apart by several percent: what a ~10% difference needs."""
+    scripts = {s.label: wrk_script(s, tmp) for s in (a, b)}
+    out = []
+    for i in range(pairs):
+        first, second = (a, b) if i % 2 == 0 else (b, a)
+        r1 = wrk(first, scripts[first.label], conns, seconds)
+        r2 = wrk(second, scripts[second.label], conns, seconds)
+        out.append((r1, r2) if first is a else (r2, r1))
+    return out
+
+
 def serve_all(servers: list[Server], tmp: Path) -> list[Server]:
     log = tmp / "servers.log"
     try:

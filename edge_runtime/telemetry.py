@@ -127,7 +127,7 @@ class Telemetry:
         self.drift_budget = drift_max_rows_per_s
         self._clock = clock
         self._draw = draw
-        self.metrics = ModelMetrics()
+        self.metrics = ModelMetrics(clock=clock)  # one clock: observe reads it once
         self._drift: dict[tuple[str, str], _DriftSlot] = {}
         self._no_ref: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
@@ -149,8 +149,9 @@ class Telemetry:
 
     def observe(self, model: InstalledModel, latency_s: float, rows: int, inputs: Arrays,
                 outputs: Arrays) -> None:
+        now = self._clock()
         if self.monitoring:
-            self.metrics.record(model.name, model.version, latency_s, items=rows)
+            self.metrics.record(model.name, model.version, latency_s, items=rows, at=now)
         if not self.drift:
             return
         key = (model.name, model.version)
@@ -161,7 +162,7 @@ class Telemetry:
         if slot is not None:
             with self._lock:
                 if self.drift_budget > 0:
-                    if not slot.admit(rows, self._clock(), self.drift_budget, self._draw):
+                    if not slot.admit(rows, now, self.drift_budget, self._draw):
                         return
                 else:
                     slot.seen_total += rows

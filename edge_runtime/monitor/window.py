@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,18 @@ ModelKey = tuple[str, str]
 # ModelMetrics buffers this many requests per version before counting them in one vectorised
 # pass (reads count what is buffered first, so nothing they return is ever stale).
 FOLD_EVERY = 512
+
+
+class _Pending:
+    """A version's requests not yet counted, as three columns of C doubles: no per-request
+    Python object is kept alive until the fold."""
+
+    __slots__ = ("at", "items", "latency")
+
+    def __init__(self) -> None:
+        self.latency = array("d")
+        self.items = array("d")
+        self.at = array("d")
 
 
 @dataclass
@@ -138,11 +151,11 @@ class MetricsWindow:
         self._total_items += items
         self._total_latency += latency_s
 
-    def record_batch(self, batch: NDArray[np.float64]) -> None:
-        """Count served requests given as rows [latency_s, items, clock time], each into the
-        slot of its own time (what ``record`` would have done at that time)."""
-        latency, items = batch[:, 0], batch[:, 1].astype(np.int64)
-        epochs = np.floor(batch[:, 2] / self.slot_seconds).astype(np.int64)
+    def record_batch(self, latency: NDArray[np.float64], items: NDArray[np.int64],
+                     at: NDArray[np.float64]) -> None:
+        """Count served requests given as columns (latency in seconds, batch rows, clock time
+        when served), each into the slot of its own time (what ``record`` would have done)."""
+        epochs = np.floor(at / self.slot_seconds).astype(np.int64)
         first, last = int(epochs.min()), int(epochs.max())
         if first == last:  # nearly always: one slot, no selection
             self._add_to_slot(first, latency, items)
@@ -235,7 +248,7 @@ class ModelMetrics:
         self._wall_clock = wall_clock
         self._lock = threading.Lock()
         self._windows: dict[ModelKey, MetricsWindow] = {}
-        self._pending: dict[ModelKey, list[tuple[float, int, float]]] = {}
+        self._pending: dict[ModelKey, _Pending] = {}
         self._last_drain = wall_clock()
 
     def _window(self, model: str, version: str) -> MetricsWindow:
@@ -246,25 +259,31 @@ class ModelMetrics:
             self._windows[key] = window
         return window
 
-    def record(self, model: str, version: str, latency_s: float, *, items: int = 1) -> None:
-        """Count one served request. Hot path: an append; every ``FOLD_EVERY`` requests of a
-        version are counted together (histogram buckets in one numpy pass)."""
+    def record(self, model: str, version: str, latency_s: float, *, items: int = 1,
+               at: float | None = None) -> None:
+        """Count one served request (``at``: when, on this object's clock; default now). Hot
+        path: three appends; every ``FOLD_EVERY`` requests of a version are counted together
+        (histogram buckets in one numpy pass)."""
         if not math.isfinite(latency_s):
             raise ValueError(f"cannot record non-finite latency {latency_s}")
-        entry = (latency_s, items, self._clock())
+        now = self._clock() if at is None else at
         key = (model, version)
         with self._lock:
             pending = self._pending.get(key)
             if pending is None:
-                pending = self._pending[key] = []
-            pending.append(entry)
-            if len(pending) >= FOLD_EVERY:
+                pending = self._pending[key] = _Pending()
+            pending.latency.append(latency_s)
+            pending.items.append(items)
+            pending.at.append(now)
+            if len(pending.latency) >= FOLD_EVERY:
                 self._fold(key)
 
     def _fold(self, key: ModelKey) -> None:
         pending = self._pending.pop(key, None)
-        if pending:
-            self._window(*key).record_batch(np.array(pending, dtype=np.float64))
+        if pending is not None and pending.latency:
+            self._window(*key).record_batch(
+                np.frombuffer(pending.latency), np.frombuffer(pending.items).astype(np.int64),
+                np.frombuffer(pending.at))
 
     def _fold_all(self) -> None:
         for key in list(self._pending):
