@@ -150,11 +150,11 @@ class Telemetry:
     def observe(self, model: InstalledModel, latency_s: float, rows: int, inputs: Arrays,
                 outputs: Arrays) -> None:
         now = self._clock()
+        key = (model.name, model.version)
         if self.monitoring:
-            self.metrics.record(model.name, model.version, latency_s, items=rows, at=now)
+            self.metrics.record_key(key, latency_s, rows, now)
         if not self.drift:
             return
-        key = (model.name, model.version)
         slot = self._drift.get(key)
         if slot is None:
             self.attach(model)

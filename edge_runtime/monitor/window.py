@@ -266,15 +266,19 @@ class ModelMetrics:
         (histogram buckets in one numpy pass)."""
         if not math.isfinite(latency_s):
             raise ValueError(f"cannot record non-finite latency {latency_s}")
-        now = self._clock() if at is None else at
-        key = (model, version)
+        self.record_key((model, version), latency_s, items,
+                        self._clock() if at is None else at)
+
+    def record_key(self, key: ModelKey, latency_s: float, items: int, at: float) -> None:
+        """``record`` for a caller that measured a finite latency itself (the telemetry hub,
+        once per request): no checks, positional arguments."""
         with self._lock:
             pending = self._pending.get(key)
             if pending is None:
                 pending = self._pending[key] = _Pending()
             pending.latency.append(latency_s)
             pending.items.append(items)
-            pending.at.append(now)
+            pending.at.append(at)
             if len(pending.latency) >= FOLD_EVERY:
                 self._fold(key)
 
