@@ -11,7 +11,6 @@ import base64
 import json
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from numpy.typing import NDArray
 from edge_runtime.feedback import FeedbackBook
 from edge_runtime.monitor import wire
 from edge_runtime.monitor.drift import DriftAccumulator
-from edge_runtime.monitor.window import ModelMetrics
+from edge_runtime.monitor.window import FOLD_EVERY, ModelMetrics, PendingRequests
 from edge_runtime.monitor.wire import SnapshotLayout
 from edge_runtime.package import REFERENCE_STATS
 from edge_runtime.store.models import InstalledModel
@@ -115,6 +114,16 @@ def _concat(parts: dict[str, list[NDArray[Any]]]) -> dict[str, NDArray[Any]]:
     return out
 
 
+@dataclass
+class _Tap:
+    """What ``observe`` needs of one loaded version, found by the model object's identity."""
+
+    model: InstalledModel
+    key: tuple[str, str]
+    pending: PendingRequests
+    slot: _DriftSlot | None
+
+
 class Telemetry:
     def __init__(self, store: TelemetryStore | None, *, monitoring: bool = True,
                  drift: bool = True, feedback: FeedbackBook | None = None,
@@ -130,7 +139,9 @@ class Telemetry:
         self.metrics = ModelMetrics(clock=clock)  # one clock: observe reads it once
         self._drift: dict[tuple[str, str], _DriftSlot] = {}
         self._no_ref: set[tuple[str, str]] = set()
-        self._lock = threading.Lock()
+        # One lock for the metrics and the drift slots: a request takes it once (observe).
+        self._lock = self.metrics.lock
+        self._taps: dict[int, _Tap] = {}
 
     def attach(self, model: InstalledModel) -> None:
         """Start drift counting for a loaded version, from the reference stats it shipped with."""
@@ -147,28 +158,44 @@ class Telemetry:
         with self._lock:
             self._drift[(model.name, model.version)] = slot
 
+    def _tap(self, model: InstalledModel) -> _Tap:
+        key = (model.name, model.version)
+        if self.drift:
+            self.attach(model)
+        tap = _Tap(model, key, self.metrics.pending_for(key), self._drift.get(key))
+        if len(self._taps) >= 64:  # loaded versions come and go; this only saves lookups
+            self._taps.clear()
+        self._taps[id(model)] = tap
+        return tap
+
     def observe(self, model: InstalledModel, latency_s: float, rows: int, inputs: Arrays,
                 outputs: Arrays) -> None:
+        """Count one served request: its latency into the metrics and (within the drift
+        budget) its tensors into the drift histograms. Hot path: one lock, no key tuple."""
+        tap = self._taps.get(id(model))
+        if tap is None or tap.model is not model or (tap.slot is None and self.drift
+                                                     and tap.key not in self._no_ref):
+            tap = self._tap(model)
         now = self._clock()
-        key = (model.name, model.version)
-        if self.monitoring:
-            self.metrics.record_key(key, latency_s, rows, now)
-        if not self.drift:
-            return
-        slot = self._drift.get(key)
-        if slot is None:
-            self.attach(model)
-            slot = self._drift.get(key)
-        if slot is not None:
-            with self._lock:
-                if self.drift_budget > 0:
-                    if not slot.admit(rows, now, self.drift_budget, self._draw):
-                        return
-                else:
-                    slot.seen_total += rows
-                    slot.counted_total += rows
-                if slot.add(inputs, outputs, rows):
-                    slot.count()
+        with self._lock:
+            if self.monitoring:
+                pending = tap.pending
+                pending.latency.append(latency_s)
+                pending.items.append(rows)
+                pending.at.append(now)
+                if len(pending.latency) >= FOLD_EVERY:
+                    self.metrics.fold_locked(tap.key)
+            slot = tap.slot
+            if slot is None or not self.drift:
+                return
+            if self.drift_budget > 0:
+                if not slot.admit(rows, now, self.drift_budget, self._draw):
+                    return
+            else:
+                slot.seen_total += rows
+                slot.counted_total += rows
+            if slot.add(inputs, outputs, rows):
+                slot.count()
 
     def drift_sampling(self) -> dict[tuple[str, str], tuple[int, int]]:
         """Per version: (rows seen, rows counted into the drift histograms) since start."""

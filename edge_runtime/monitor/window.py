@@ -33,7 +33,7 @@ ModelKey = tuple[str, str]
 FOLD_EVERY = 512
 
 
-class _Pending:
+class PendingRequests:
     """A version's requests not yet counted, as three columns of C doubles: no per-request
     Python object is kept alive until the fold."""
 
@@ -43,6 +43,13 @@ class _Pending:
         self.latency = array("d")
         self.items = array("d")
         self.at = array("d")
+
+    def take(self) -> tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.float64]]:
+        """The columns as arrays; this object starts empty again (holders keep using it)."""
+        out = (np.frombuffer(self.latency), np.frombuffer(self.items).astype(np.int64),
+               np.frombuffer(self.at))
+        self.latency, self.items, self.at = array("d"), array("d"), array("d")
+        return out
 
 
 @dataclass
@@ -248,7 +255,7 @@ class ModelMetrics:
         self._wall_clock = wall_clock
         self._lock = threading.Lock()
         self._windows: dict[ModelKey, MetricsWindow] = {}
-        self._pending: dict[ModelKey, _Pending] = {}
+        self._pending: dict[ModelKey, PendingRequests] = {}
         self._last_drain = wall_clock()
 
     def _window(self, model: str, version: str) -> MetricsWindow:
@@ -270,24 +277,39 @@ class ModelMetrics:
                         self._clock() if at is None else at)
 
     def record_key(self, key: ModelKey, latency_s: float, items: int, at: float) -> None:
-        """``record`` for a caller that measured a finite latency itself (the telemetry hub,
-        once per request): no checks, positional arguments."""
+        """``record`` for a caller that measured a finite latency itself: no checks."""
         with self._lock:
             pending = self._pending.get(key)
             if pending is None:
-                pending = self._pending[key] = _Pending()
+                pending = self._pending[key] = PendingRequests()
             pending.latency.append(latency_s)
             pending.items.append(items)
             pending.at.append(at)
             if len(pending.latency) >= FOLD_EVERY:
                 self._fold(key)
 
+    @property
+    def lock(self) -> threading.Lock:
+        """The lock guarding pending columns and windows (the telemetry hub shares it)."""
+        return self._lock
+
+    def pending_for(self, key: ModelKey) -> PendingRequests:
+        """The version's pending columns, for a caller that appends to them itself while
+        holding ``lock`` and calls ``fold_locked`` at ``FOLD_EVERY`` (the telemetry hub)."""
+        with self._lock:
+            pending = self._pending.get(key)
+            if pending is None:
+                pending = self._pending[key] = PendingRequests()
+            return pending
+
+    def fold_locked(self, key: ModelKey) -> None:
+        """Count a version's pending requests; the caller holds ``lock``."""
+        self._fold(key)
+
     def _fold(self, key: ModelKey) -> None:
-        pending = self._pending.pop(key, None)
+        pending = self._pending.get(key)
         if pending is not None and pending.latency:
-            self._window(*key).record_batch(
-                np.frombuffer(pending.latency), np.frombuffer(pending.items).astype(np.int64),
-                np.frombuffer(pending.at))
+            self._window(*key).record_batch(*pending.take())
 
     def _fold_all(self) -> None:
         for key in list(self._pending):

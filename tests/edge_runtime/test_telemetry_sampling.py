@@ -96,3 +96,22 @@ def test_the_sample_is_unbiased(model: InstalledModel) -> None:
     low, high = feat["underflow"], feat["overflow"]
     assert 150 <= low + high <= 250
     assert abs(low - high) <= 0.3 * (low + high)
+
+
+def test_requests_are_counted_once_whichever_object_carries_the_version(
+        model: InstalledModel) -> None:
+    """observe finds a version by its model object; a reloaded copy of the same version (a
+    swap back) shares the same pending columns, and reads count what is pending."""
+    import dataclasses
+
+    tel = Telemetry(None, drift_max_rows_per_s=0, clock=Clock())
+    feed(tel, model, 10)
+    copy = dataclasses.replace(model)
+    assert copy is not model
+    feed(tel, copy, 5)
+    totals = tel.metrics.totals_all()[("gemm", "1")]
+    assert (totals.requests, totals.items) == (15, 15)
+    assert tel.drift_sampling()[("gemm", "1")] == (15, 15)
+    feed(tel, model, 600)  # past FOLD_EVERY: folded on the way, nothing lost or doubled
+    assert tel.metrics.totals_all()[("gemm", "1")].requests == 615
+    assert drift_n(tel, model) == 615

@@ -109,7 +109,11 @@ def test_ab_experiment(tmp_path: Path, broker: Broker, keys: Keys, packages: dic
             await asyncio.sleep(0.5)
             f.experiments.look()
             status = f.experiments.status(exp["id"])
-            if status["decision"] != "continue":
+            # Wait for the error rate's own verdict: on a loaded machine the latency test can
+            # decide first either way (timings there are the machine's, not the arms'), and
+            # the overall decision is "b worse" once any metric says so.
+            if status["metrics"]["error_rate"]["decision"] not in ("continue",
+                                                                    "not enough data yet"):
                 break
         assert status["decision"] == "b worse", (status["arms"], status["metrics"])
         assert status["metrics"]["error_rate"]["decision"] == "b worse"
