@@ -57,8 +57,13 @@ class _DriftSlot:
 
     def admit(self, rows: int, now: float, budget: float, draw: Callable[[], float]) -> bool:
         """Whether to count this request: all of them while the rate stays within ``budget``
-        rows a second, else each with probability budget / rate (a uniform random sample, so
-        the histograms stay unbiased; their ``n`` says how many rows were counted)."""
+        rows a second (or without a budget: 0), else each with probability budget / rate (a
+        uniform random sample, so the histograms stay unbiased; their ``n`` says how many rows
+        were counted)."""
+        if budget <= 0:
+            self.seen_total += rows
+            self.counted_total += rows
+            return True
         if now - self.since >= 1.0:
             rate = self.seen / (now - self.since)
             self.keep = 1.0 if rate <= budget else budget / rate
@@ -178,22 +183,12 @@ class Telemetry:
             tap = self._tap(model)
         now = self._clock()
         with self._lock:
-            if self.monitoring:
-                pending = tap.pending
-                pending.latency.append(latency_s)
-                pending.items.append(rows)
-                pending.at.append(now)
-                if len(pending.latency) >= FOLD_EVERY:
-                    self.metrics.fold_locked(tap.key)
+            if self.monitoring and tap.pending.add(latency_s, rows, now) >= FOLD_EVERY:
+                self.metrics.fold_locked(tap.key)
             slot = tap.slot
-            if slot is None or not self.drift:
+            if slot is None or not self.drift or not slot.admit(rows, now, self.drift_budget,
+                                                                self._draw):
                 return
-            if self.drift_budget > 0:
-                if not slot.admit(rows, now, self.drift_budget, self._draw):
-                    return
-            else:
-                slot.seen_total += rows
-                slot.counted_total += rows
             if slot.add(inputs, outputs, rows):
                 slot.count()
 

@@ -40,7 +40,7 @@ from urllib.parse import unquote
 import httptools
 import orjson
 
-from edge_runtime.api.http import BufferPool
+from edge_runtime.api.http import JSON, BufferPool
 from edge_runtime.errors import PayloadTooLarge
 
 log = logging.getLogger("edge_runtime.server")
@@ -49,7 +49,6 @@ App = Callable[..., Any]
 # or None to hand the request to the ASGI app. Runs on the event loop: it must not block long.
 FastHandler = Callable[[bytes, list[tuple[bytes, bytes]], bytes | memoryview],
                        tuple[int, bytes, list[tuple[bytes, bytes]]] | None]
-_JSON = [(b"content-type", b"application/json")]
 MAX_HEADER_BYTES = 64 * 1024
 MAX_PIPELINED = 16  # requests queued on one connection before reading pauses
 SWEEP_S = 1.0
@@ -258,7 +257,7 @@ class HttpProtocol(asyncio.BufferedProtocol):
             answer = fast(req.url, req.headers, body)
         except Exception:
             log.exception("unhandled error in the fast handler")
-            answer = (500, b'{"error": "internal error"}', _JSON)
+            answer = (500, b'{"error": "internal error"}', JSON)
         if answer is None:
             return False
         status, payload, headers = answer

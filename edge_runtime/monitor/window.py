@@ -44,6 +44,13 @@ class PendingRequests:
         self.items = array("d")
         self.at = array("d")
 
+    def add(self, latency_s: float, items: int, at: float) -> int:
+        """Append one request; how many are pending now (the caller folds at FOLD_EVERY)."""
+        self.latency.append(latency_s)
+        self.items.append(items)
+        self.at.append(at)
+        return len(self.latency)
+
     def take(self) -> tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.float64]]:
         """The columns as arrays; this object starts empty again (holders keep using it)."""
         out = (np.frombuffer(self.latency), np.frombuffer(self.items).astype(np.int64),
@@ -266,26 +273,18 @@ class ModelMetrics:
             self._windows[key] = window
         return window
 
-    def record(self, model: str, version: str, latency_s: float, *, items: int = 1,
-               at: float | None = None) -> None:
-        """Count one served request (``at``: when, on this object's clock; default now). Hot
-        path: three appends; every ``FOLD_EVERY`` requests of a version are counted together
-        (histogram buckets in one numpy pass)."""
+    def record(self, model: str, version: str, latency_s: float, *, items: int = 1) -> None:
+        """Count one served request. Hot path: three appends; every ``FOLD_EVERY`` requests of
+        a version are counted together (histogram buckets in one numpy pass)."""
         if not math.isfinite(latency_s):
             raise ValueError(f"cannot record non-finite latency {latency_s}")
-        self.record_key((model, version), latency_s, items,
-                        self._clock() if at is None else at)
-
-    def record_key(self, key: ModelKey, latency_s: float, items: int, at: float) -> None:
-        """``record`` for a caller that measured a finite latency itself: no checks."""
+        now = self._clock()
+        key = (model, version)
         with self._lock:
             pending = self._pending.get(key)
             if pending is None:
                 pending = self._pending[key] = PendingRequests()
-            pending.latency.append(latency_s)
-            pending.items.append(items)
-            pending.at.append(at)
-            if len(pending.latency) >= FOLD_EVERY:
+            if pending.add(latency_s, items, now) >= FOLD_EVERY:
                 self._fold(key)
 
     @property
