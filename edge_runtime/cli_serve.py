@@ -31,7 +31,9 @@ from edge_runtime.cliopts import config_opt, keys_opt, load_settings, store_opt,
 @click.option("--monitoring/--no-monitoring", default=None)
 @click.option("--drift/--no-drift", default=None)
 @click.option("--drift-max-rows-per-s", type=click.FloatRange(min=0), default=None,
-              help="Drift counting budget per version (default 1000; 0 = every request).")
+              help="Drift counting budget per version in rows/s (default 1000; 0 = none).")
+@click.option("--drift-max-cpu", type=click.FloatRange(min=0, max=1), default=None,
+              help="Drift counting budget per version, share of a core (default 0.02; 0 = none).")
 @click.option("--telemetry-interval", "telemetry_interval_s", type=float, default=None)
 @click.option("--log-level", default=None)
 @click.option("--fleet-url", "fleet_url", default=None,

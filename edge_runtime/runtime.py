@@ -77,7 +77,7 @@ class Runtime:
             TelemetryStore(self.store.db, Limits(s.telemetry_max_rows, s.telemetry_max_bytes,
                                                  s.telemetry_retention_s)),
             monitoring=s.monitoring, drift=s.drift, feedback=self.feedback,
-            drift_max_rows_per_s=s.drift_max_rows_per_s)
+            drift_max_rows_per_s=s.drift_max_rows_per_s, drift_max_cpu=s.drift_max_cpu)
         self.dataplane = DataPlane(
             self.registry, self.telemetry,
             cache=ResponseCache(s.cache_entries) if s.cache_entries > 0 else None,

@@ -63,7 +63,11 @@ class ServeSettings:
     drift_max_rows_per_s: float = _doc(
         "drift counting budget per model version, in rows a second: below it every request is "
         "counted, above it requests are counted at random with the probability that keeps to "
-        "it (0 = count every request)", default=1000.0)
+        "it (0 = no rows limit)", default=1000.0)
+    drift_max_cpu: float = _doc(
+        "drift counting budget per model version, as a share of one core: requests are "
+        "sampled so that counting the measured cost per row stays within it; large inputs "
+        "(images) reach it before the rows budget (0 = no CPU limit)", default=0.02)
     telemetry_interval_s: float = _doc("how often monitoring is persisted to SQLite",
                                        default=10.0)
     telemetry_max_rows: int = _doc("telemetry/outbox rows kept (oldest dropped first)",

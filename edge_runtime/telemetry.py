@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -30,6 +31,9 @@ from edge_runtime.store.telemetry import TelemetryStore
 
 log = logging.getLogger("edge_runtime.telemetry")
 Arrays = Mapping[str, NDArray[Any]]
+# The request rate behind the sampling probability is measured over windows this long: short,
+# so that a burst after an idle spell is sampled within a tenth of a second, not a second later.
+DRIFT_RATE_WINDOW_S = 0.1
 DRIFT_BUFFER_ROWS = 1024
 DRIFT_BUFFER_BYTES = 1 << 20
 # A request at least this large is counted at once: buffering it saves no numpy call overhead
@@ -47,26 +51,33 @@ class _DriftSlot:
     rows: int = 0
     nbytes: int = 0
     start: float = field(default_factory=time.time)
-    # Sampling under load (Telemetry's drift_max_rows_per_s): rows seen since ``since``, the
-    # probability a request is counted (from the last second's rate), and running totals.
+    # Sampling under load (Telemetry's drift_max_rows_per_s and drift_max_cpu): rows seen
+    # since ``since``, the probability a request is counted (from the last window's rate), the
+    # seconds one counted row costs (smoothed over counts), and running totals.
     since: float = 0.0
     seen: int = 0
     keep: float = 1.0
+    row_cost_s: float = 0.0
     seen_total: int = 0
     counted_total: int = 0
 
-    def admit(self, rows: int, now: float, budget: float, draw: Callable[[], float]) -> bool:
-        """Whether to count this request: all of them while the rate stays within ``budget``
-        rows a second (or without a budget: 0), else each with probability budget / rate (a
-        uniform random sample, so the histograms stay unbiased; their ``n`` says how many rows
-        were counted)."""
-        if budget <= 0:
+    def admit(self, rows: int, now: float, budget: float, cpu: float,
+              draw: Callable[[], float]) -> bool:
+        """Whether to count this request: all of them while the rate stays within the limit
+        (``budget`` rows a second, and as many rows as ``cpu`` seconds a second of counting
+        buy at the measured cost per row; 0 = no such limit), else each with probability
+        limit / rate: a uniform random sample, so the histograms stay unbiased (their ``n``
+        says how many rows were counted)."""
+        if budget <= 0 and cpu <= 0:
             self.seen_total += rows
             self.counted_total += rows
             return True
-        if now - self.since >= 1.0:
+        if now - self.since >= DRIFT_RATE_WINDOW_S:
             rate = self.seen / (now - self.since)
-            self.keep = 1.0 if rate <= budget else budget / rate
+            limit = budget if budget > 0 else math.inf
+            if cpu > 0 and self.row_cost_s > 0:
+                limit = min(limit, cpu / self.row_cost_s)
+            self.keep = 1.0 if rate <= limit else limit / rate
             self.since, self.seen = now, 0
         self.seen += rows
         self.seen_total += rows
@@ -87,8 +98,13 @@ class _DriftSlot:
         if not self.rows and not self.inputs and not self.outputs:
             return
         ins, outs = _concat(self.inputs), _concat(self.outputs)
+        rows = self.rows
         self.inputs, self.outputs, self.rows, self.nbytes = {}, {}, 0, 0
+        t0 = time.perf_counter()
         self.acc.update(ins, outs)
+        if rows:  # what a row costs to count, for drift_max_cpu (smoothed: counts vary)
+            cost = (time.perf_counter() - t0) / rows
+            self.row_cost_s = cost if not self.row_cost_s else 0.7 * self.row_cost_s + 0.3 * cost
 
 
 def _buffer(buffered: dict[str, list[NDArray[Any]]], arrays: Arrays) -> int:
@@ -132,13 +148,15 @@ class _Tap:
 class Telemetry:
     def __init__(self, store: TelemetryStore | None, *, monitoring: bool = True,
                  drift: bool = True, feedback: FeedbackBook | None = None,
-                 drift_max_rows_per_s: float = 0.0, clock: Callable[[], float] = time.monotonic,
+                 drift_max_rows_per_s: float = 0.0, drift_max_cpu: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic,
                  draw: Callable[[], float] = random.random) -> None:
         self.feedback = feedback
         self.store = store
         self.monitoring = monitoring
         self.drift = drift
         self.drift_budget = drift_max_rows_per_s
+        self.drift_cpu = drift_max_cpu
         self._clock = clock
         self._draw = draw
         self.metrics = ModelMetrics(clock=clock)  # one clock: observe reads it once
@@ -187,7 +205,7 @@ class Telemetry:
                 self.metrics.fold_locked(tap.key)
             slot = tap.slot
             if slot is None or not self.drift or not slot.admit(rows, now, self.drift_budget,
-                                                                self._draw):
+                                                                self.drift_cpu, self._draw):
                 return
             if slot.add(inputs, outputs, rows):
                 slot.count()

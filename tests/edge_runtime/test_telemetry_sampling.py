@@ -115,3 +115,43 @@ def test_requests_are_counted_once_whichever_object_carries_the_version(
     feed(tel, model, 600)  # past FOLD_EVERY: folded on the way, nothing lost or doubled
     assert tel.metrics.totals_all()[("gemm", "1")].requests == 615
     assert drift_n(tel, model) == 615
+
+
+def test_the_cpu_budget_samples_rows_that_cost_more_than_it_buys(model: InstalledModel
+                                                               ) -> None:
+    """drift_max_cpu: the rows a second that the share of a core buys at the measured cost
+    per row (large inputs, e.g. images, reach it long before the rows budget)."""
+    clock = Clock()
+    tel = Telemetry(None, drift_max_rows_per_s=10_000, drift_max_cpu=0.02, clock=clock,
+                    draw=random.Random(5).random)
+    feed(tel, model, 1000)  # the first second: all counted, and a count measures the cost
+    slot = tel._drift[("gemm", "1")]
+    with tel._lock:
+        slot.count()
+    assert slot.row_cost_s > 0
+    slot.row_cost_s = 1e-3  # 1 ms a row: 2% of a core buys 20 rows a second
+    clock.now += 1.0
+    feed(tel, model, 1000)
+    seen, counted = tel.drift_sampling()[("gemm", "1")]
+    assert seen == 2000 and 1000 + 8 <= counted <= 1000 + 35
+    no_cap = Telemetry(None, drift_max_rows_per_s=10_000, drift_max_cpu=0, clock=clock)
+    feed(no_cap, model, 1000)
+    clock.now += 1.0
+    feed(no_cap, model, 1000)  # 1,000 rows/s is within the rows budget and nothing caps it
+    assert no_cap.drift_sampling()[("gemm", "1")] == (2000, 2000)
+
+
+def test_a_burst_after_an_idle_spell_is_sampled_within_a_tenth_of_a_second(
+        model: InstalledModel) -> None:
+    """The rate is measured over 0.1 s windows: a burst counts everything only until the first
+    window closes, not for a whole second at the idle spell's low rate."""
+    clock = Clock()
+    tel = Telemetry(None, drift_max_rows_per_s=100, clock=clock, draw=random.Random(2).random)
+    feed(tel, model, 50)
+    clock.now += 60.0  # idle for a minute, then 10,000 rows/s for a second
+    for _ in range(10_000):
+        feed(tel, model, 1)
+        clock.now += 1e-4
+    seen, counted = tel.drift_sampling()[("gemm", "1")]
+    assert seen == 10_050
+    assert counted - 50 <= 1_000 + 0.9 * 100 * 1.5  # the first window, then about the budget
