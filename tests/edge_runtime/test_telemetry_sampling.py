@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edge_runtime.monitor.window import FOLD_EVERY
 from edge_runtime.runtime import Runtime
 from edge_runtime.store.models import InstalledModel
 from edge_runtime.telemetry import Telemetry
@@ -112,9 +113,9 @@ def test_requests_are_counted_once_whichever_object_carries_the_version(
     totals = tel.metrics.totals_all()[("gemm", "1")]
     assert (totals.requests, totals.items) == (15, 15)
     assert tel.drift_sampling()[("gemm", "1")] == (15, 15)
-    feed(tel, model, 600)  # past FOLD_EVERY: folded on the way, nothing lost or doubled
-    assert tel.metrics.totals_all()[("gemm", "1")].requests == 615
-    assert drift_n(tel, model) == 615
+    feed(tel, model, FOLD_EVERY + 100)  # folded on the way, nothing lost or doubled
+    assert tel.metrics.totals_all()[("gemm", "1")].requests == FOLD_EVERY + 115
+    assert drift_n(tel, model) == FOLD_EVERY + 115
 
 
 def test_the_cpu_budget_samples_rows_that_cost_more_than_it_buys(model: InstalledModel
