@@ -1,6 +1,6 @@
 """Serving benchmark (issue 3): the daemon against two baselines in the same run.
 
-    .venv/bin/python bench/serve.py [--quick] [--seconds S] [--reps N]
+    .venv/bin/python bench/serve.py [--quick] [--seconds S] [--reps N] [--pairs P]
 
 Servers, each pinned to core 0 (``taskset -c 0``) with one intra-op thread; ``wrk`` on core 1:
 
@@ -12,7 +12,7 @@ Servers, each pinned to core 0 (``taskset -c 0``) with one intra-op thread; ``wr
     ours-nomon   the same with --no-monitoring --no-drift
     ours-batch16 / ours-cache   --max-batch-size 16 / --cache-entries 1000 (c=64 only)
 
-The monitoring cost is judged on 2 x --reps back-to-back pairs of ours / ours-nomon runs at
+The monitoring cost is judged on --pairs back-to-back pairs of ours / ours-nomon runs at
 c=64 (at least 3 s each; which goes first alternates): the median of the pairs' ratios.
 
 Models: the scikit-learn digits MLP and the small digits CNN (fp32 packages), and a tiny
@@ -161,7 +161,7 @@ def run_model(case: Case, args: argparse.Namespace, tmp: Path) -> dict[str, Any]
         main = measure(servers[:len(MAIN)], CONNS, args.reps, args.seconds, tmp)
         extra = measure(servers[len(MAIN):], (64,), args.reps, args.seconds, tmp)
         ours, nomon = (next(s for s in servers if s.label == k) for k in ("ours", "ours-nomon"))
-        pairs = paired(ours, nomon, conns=64, pairs=2 * args.reps,
+        pairs = paired(ours, nomon, conns=64, pairs=args.pairs,
                        seconds=max(args.seconds, 3), tmp=tmp)
         rss = {s.label: round(s.rss_mb(), 1) for s in servers}
     finally:
@@ -297,10 +297,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=2, help="one wrk run (whole seconds)")
     parser.add_argument("--reps", type=int, default=3, help="runs per cell (median reported)")
+    parser.add_argument("--pairs", type=int, default=10,
+                        help="back-to-back ours / ours-nomon pairs for the monitoring cost")
     parser.add_argument("--quick", action="store_true", help="1 rep of 1 s")
     args = parser.parse_args()
     if args.quick:
-        args.seconds, args.reps = 1, 1
+        args.seconds, args.reps, args.pairs = 1, 1, 2
     if shutil.which("wrk") is None:
         subprocess.run(["apt-get", "install", "-y", "wrk"], check=True)
     t0 = time.perf_counter()
