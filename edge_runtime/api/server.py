@@ -60,6 +60,10 @@ _STATUS_LINES = {code: b"HTTP/1.1 %d %s\r\n" % (code, reason) for code, reason i
 _JSON_FIELDS = b"".join(k + b": " + v + b"\r\n" for k, v in JSON)
 
 
+def _status_line(status: int) -> bytes:
+    return _STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status
+
+
 def _date() -> bytes:
     return formatdate(usegmt=True).encode()
 
@@ -275,8 +279,8 @@ class HttpProtocol(asyncio.BufferedProtocol):
 
     def _write_whole(self, req: _Request, status: int, headers: list[tuple[bytes, bytes]],
                      body: bytes) -> None:
-        """A whole response in one write (the fast route's; ``headers`` has no length)."""
-        head = _STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status
+        """A whole response in one write (``headers`` has no content-length)."""
+        head = _status_line(status)
         fields = _JSON_FIELDS if headers is JSON else b"".join(
             k + b": " + v + b"\r\n" for k, v in headers)
         self.transport.write(b"%sdate: %s\r\n%scontent-length: %d\r\n%s\r\n%s" % (
@@ -343,22 +347,26 @@ class HttpProtocol(asyncio.BufferedProtocol):
         if "sent" not in response:
             response["sent"] = True
             status = response.get("status", 500)
-            sized = any(k.lower() == b"content-length" for k, _ in response["headers"])
+            headers = response["headers"]
+            sized = any(k.lower() == b"content-length" for k, _ in headers)
             response["chunked"] = chunked = more and not sized
-            parts = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"")),
-                     b"date: ", self.server.date, b"\r\n"]
-            for k, v in response["headers"]:
-                parts += (k, b": ", v, b"\r\n")
-            if not sized and not more:
-                parts.append(b"content-length: %d\r\n" % len(body))
-            if chunked:
-                parts.append(b"transfer-encoding: chunked\r\n")
-            if not req.keep_alive:
-                parts.append(b"connection: close\r\n")
-            parts.append(b"\r\n")
-            if not head_only:
-                parts.append(b"%x\r\n%s\r\n" % (len(body), body) if chunked and body else body)
-            self.transport.write(b"".join(parts))
+            if not (sized or more or head_only):  # the common case: one whole response
+                self._write_whole(req, status, headers, body)
+            else:
+                parts = [_status_line(status), b"date: ", self.server.date, b"\r\n"]
+                for k, v in headers:
+                    parts += (k, b": ", v, b"\r\n")
+                if not sized and not more:
+                    parts.append(b"content-length: %d\r\n" % len(body))
+                if chunked:
+                    parts.append(b"transfer-encoding: chunked\r\n")
+                if not req.keep_alive:
+                    parts.append(b"connection: close\r\n")
+                parts.append(b"\r\n")
+                if not head_only:
+                    parts.append(b"%x\r\n%s\r\n" % (len(body), body) if chunked and body
+                                 else body)
+                self.transport.write(b"".join(parts))
         elif not head_only and body:
             self.transport.write(b"%x\r\n%s\r\n" % (len(body), body)
                                  if response["chunked"] else body)
@@ -376,9 +384,9 @@ class HttpProtocol(asyncio.BufferedProtocol):
             return
         body = orjson.dumps({"error": message})
         self.transport.write(
-            b"HTTP/1.1 %d %s\r\ndate: %s\r\ncontent-type: application/json\r\n"
+            b"%sdate: %s\r\ncontent-type: application/json\r\n"
             b"content-length: %d\r\nconnection: close\r\n\r\n%s"
-            % (status, _REASONS.get(status, b""), self.server.date, len(body), body))
+            % (_status_line(status), self.server.date, len(body), body))
         self._close()
 
     def _close(self) -> None:

@@ -286,10 +286,7 @@ class ModelMetrics:
         now = self._clock()
         key = (model, version)
         with self._lock:
-            pending = self._pending.get(key)
-            if pending is None:
-                pending = self._pending[key] = PendingRequests()
-            if pending.add(latency_s, items, now) >= FOLD_EVERY:
+            if self._pending_locked(key).add(latency_s, items, now) >= FOLD_EVERY:
                 self._fold(key)
 
     @property
@@ -301,10 +298,13 @@ class ModelMetrics:
         """The version's pending columns, for a caller that appends to them itself while
         holding ``lock`` and calls ``fold_locked`` at ``FOLD_EVERY`` (the telemetry hub)."""
         with self._lock:
-            pending = self._pending.get(key)
-            if pending is None:
-                pending = self._pending[key] = PendingRequests()
-            return pending
+            return self._pending_locked(key)
+
+    def _pending_locked(self, key: ModelKey) -> PendingRequests:
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = self._pending[key] = PendingRequests()
+        return pending
 
     def fold_locked(self, key: ModelKey) -> None:
         """Count a version's pending requests; the caller holds ``lock``."""
