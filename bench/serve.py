@@ -13,7 +13,8 @@ Servers, each pinned to core 0 (``taskset -c 0``) with one intra-op thread; ``wr
     ours-batch16 / ours-cache   --max-batch-size 16 / --cache-entries 1000 (c=64 only)
 
 The monitoring cost is judged on --pairs back-to-back pairs of ours / ours-nomon runs at
-c=64 (at least 3 s each; which goes first alternates): the median of the pairs' ratios.
+c=64 (at least 3 s each; which goes first alternates; both daemons started anew for each
+pair): the median of the pairs' ratios.
 
 Models: the scikit-learn digits MLP and the small digits CNN (fp32 packages), and a tiny
 1x3x224x224 model (GlobalAveragePool + Flatten + Gemm) for the binary-vs-JSON codec comparison.
@@ -161,9 +162,9 @@ def run_model(case: Case, args: argparse.Namespace, tmp: Path) -> dict[str, Any]
         main = measure(servers[:len(MAIN)], CONNS, args.reps, args.seconds, tmp)
         extra = measure(servers[len(MAIN):], (64,), args.reps, args.seconds, tmp)
         ours, nomon = (next(s for s in servers if s.label == k) for k in ("ours", "ours-nomon"))
+        rss = {s.label: round(s.rss_mb(), 1) for s in servers}
         pairs = paired(ours, nomon, conns=64, pairs=args.pairs,
                        seconds=max(args.seconds, 3), tmp=tmp)
-        rss = {s.label: round(s.rss_mb(), 1) for s in servers}
     finally:
         for s in servers:
             s.stop()

@@ -165,12 +165,19 @@ def measure(servers: list[Server], conns: tuple[int, ...], reps: int, seconds: i
 
 def paired(a: Server, b: Server, *, conns: int, pairs: int, seconds: int, tmp: Path
            ) -> list[tuple[dict[str, float], dict[str, float]]]:
-    """``pairs`` back-to-back runs of ``a`` and ``b`` (which goes first alternates). The ratio
-    of two neighbouring runs cancels the machine's slow drifts, which move medians taken
-    minutes apart by several percent: what a ~10% difference needs."""
+    """``pairs`` back-to-back runs of ``a`` and ``b`` (which goes first alternates), each
+    pair on newly started processes. The ratio of two neighbouring runs cancels the
+    machine's slow drifts, which move medians taken minutes apart by several percent; new
+    processes for each pair keep one process's luck (on the VM of docs/benchmarks.md one
+    of two identical daemons ran 30% slower than the other for minutes) out of every
+    pair: what a ~10% difference needs."""
     scripts = {s.label: wrk_script(s, tmp) for s in (a, b)}
     out = []
     for i in range(pairs):
+        for s in (a, b):
+            s.stop()
+            s.start(tmp / "servers.log")
+            wrk(s, scripts[s.label], 8, 1)  # warm-up, as in measure()
         first, second = (a, b) if i % 2 == 0 else (b, a)
         r1 = wrk(first, scripts[first.label], conns, seconds)
         r2 = wrk(second, scripts[second.label], conns, seconds)
