@@ -430,8 +430,9 @@ class HttpServer:
         have gathered) and then go out back to back. Each write to a sleeping client wakes
         it (on another core: an inter-processor interrupt, a hypervisor exit in a VM); in a
         burst the client is still awake for most of them. At c=64 on the two-vCPU VM of
-        docs/benchmarks.md that doubled the daemon's requests a second. A connection's
-        bytes keep their order: nothing is written at once while the outbox holds any.
+        docs/benchmarks.md that took the daemon from ~10,000 to ~16,000 requests a second.
+        A connection's bytes keep their order: nothing is written at once while the outbox
+        holds any.
         """
         if not self.flush_due:
             self.flush_due = True
@@ -447,7 +448,11 @@ class HttpServer:
         out, self.outbox = self.outbox, []
         for transport, data in out:
             if not transport.is_closing():
-                transport.write(data)
+                try:
+                    transport.write(data)
+                except Exception:  # one broken connection must not cost the others theirs
+                    log.exception("writing a response failed")
+                    transport.close()
 
     def _end_of_turn(self) -> None:
         self.flush_due = False

@@ -373,7 +373,12 @@ class _Transport:
         self.log, self.name, self.closed = log, name, False
 
     def write(self, data: bytes) -> None:
+        if self.name == "broken":
+            raise RuntimeError("broken pipe")
         self.log.append((self.name, data))
+
+    def close(self) -> None:
+        self.closed = True
 
     def is_closing(self) -> bool:
         return self.closed
@@ -414,6 +419,12 @@ def test_writes_of_one_loop_turn_are_coalesced_in_order() -> None:
     assert len(log) == 4 + server_mod.OUTBOX_MAX and not server.outbox
     loop.end_turn()
     assert len(log) == 4 + server_mod.OUTBOX_MAX
+    broken = _Transport(log, "broken")  # a write that raises: closed, the others still go
+    server.send(a, b"5")
+    server.send(broken, b"x")
+    server.send(b, b"6")
+    loop.end_turn()
+    assert log[-2:] == [("a", b"5"), ("b", b"6")] and broken.closed
 
 
 def test_many_connections_at_once_each_get_their_own_answer(tmp_path: Path) -> None:
