@@ -200,7 +200,8 @@ class Run:
         common = ["--db", str(self.db_path), "--artifacts", str(self.settings.artifacts),
                   "--fleet", FLEET, "--trusted-keys", str(self.settings.trusted_keys[0]),
                   "--broker", self.broker.url]
-        cmd = ["-m", "fleet.cli", "serve", *common, "--tick", "0.2", "--log-level", "warning"]
+        cmd = ["-m", "fleet.cli", "serve", *common, "--tick", "0.2", "--log-level", "warning",
+               "--enrollment", "open"]  # the simulated devices are not registered
         if batch is not None:
             cmd = [__file__, "--manager", "--batch", str(batch), *common]
         proc = Proc.spawn("manager" if batch is None else f"manager-batch{batch}", cmd, self.dir)
@@ -406,7 +407,7 @@ def ingest_inprocess(setup: Setup, messages: int) -> dict[str, Any]:
     from edge_runtime.protocol.link import Message
     from fleet.core import Fleet
     from fleet.manager import FleetManager
-    from fleet.settings import ManagerSettings
+    from fleet.settings import Enrollment, ManagerSettings
 
     class _NoLink:
         def __init__(self, **_kw: Any) -> None:
@@ -416,7 +417,9 @@ def ingest_inprocess(setup: Setup, messages: int) -> dict[str, Any]:
     msgs = [Message(t, p) for t, p in telemetry_payloads(1000, messages)]
     for label, batch in (("batched", ManagerSettings.ingest_batch), ("one per message", 1)):
         d = setup.work / f"inproc-{batch}"
-        fleet = Fleet(ManagerSettings(db=d / "fleet.db", artifacts=d / "art", fleet=FLEET))
+        fleet = Fleet(ManagerSettings(db=d / "fleet.db", artifacts=d / "art", fleet=FLEET,
+                                      trusted_keys=(setup.pub,), enrollment=Enrollment.OPEN))
+        fleet.registry.publish(setup.packages["1"])  # telemetry for unknown versions is dropped
         manager = FleetManager(fleet, _NoLink)
         n = messages if batch > 1 else min(messages, 3000)
         t0 = time.perf_counter()
@@ -457,12 +460,12 @@ async def _manager(args: argparse.Namespace) -> None:
     from edge_runtime.protocol.mqtt import MqttLink
     from fleet.core import Fleet
     from fleet.manager import FleetManager
-    from fleet.settings import ManagerSettings
+    from fleet.settings import Enrollment, ManagerSettings
 
     settings = ManagerSettings(db=Path(args.db), artifacts=Path(args.artifacts), fleet=FLEET,
                                trusted_keys=(Path(args.trusted_keys),),
                                mqtt=MqttSettings.from_url(args.broker), tick_s=0.2,
-                               ingest_batch=args.batch)
+                               ingest_batch=args.batch, enrollment=Enrollment.OPEN)
     manager = FleetManager(Fleet(settings), lambda **k: MqttLink(settings.mqtt, **k))
     await manager.start()
     print("fleet manager for", args.broker, flush=True)

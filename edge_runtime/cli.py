@@ -14,7 +14,7 @@ import click
 from edge_runtime import cli_models, cli_serve
 from edge_runtime.clikit import run_cli
 from edge_runtime.cliopts import json_opt, keys_opt, unsigned_opt
-from edge_runtime.package import VALIDATION, open_package
+from edge_runtime.package import VALIDATION, Package, open_package
 from edge_runtime.signing import TrustStore
 from edge_runtime.textable import render
 
@@ -43,8 +43,15 @@ def inspect_cmd(package: Path, trusted: tuple[Path, ...], allow_unsigned: bool |
     rows = [["input", t.name, t.dtype, t.shape] for t in m.inputs]
     rows += [["output", t.name, t.dtype, t.shape] for t in m.outputs]
     click.echo(render(["", "name", "dtype", "shape"], rows))
-    report = pkg.read_json(VALIDATION)
-    click.echo(f"validation: chose {report['chosen']} ({report['reason']})")
+    click.echo(f"validation: {_validation_line(pkg)}")
+
+
+def _validation_line(pkg: Package) -> str:
+    # The reader requires only the manifest and the files it lists; this report is optional.
+    report = pkg.read_json(VALIDATION) if VALIDATION in pkg.manifest.files else None
+    if not isinstance(report, dict) or not {"chosen", "reason"} <= report.keys():
+        return "no report in this package"
+    return f"chose {report['chosen']} ({report['reason']})"
 
 
 for _cmd in (*cli_models.COMMANDS, *cli_serve.COMMANDS):

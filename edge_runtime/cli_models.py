@@ -139,6 +139,10 @@ def status_cmd(store: Path | None, config: Path | None, as_json: bool) -> None:
 
 def _status_text(doc: dict[str, Any]) -> str:
     lines = [f"source: {doc['source']}"]
+    if "settings" in doc:
+        from edge_runtime.effective import settings_line
+
+        lines.append(f"settings: {settings_line(doc['settings'])}")
     for window, rows in doc["windows"].items():
         lines.append(f"\nlast {window}:")
         lines.append(render(
@@ -150,6 +154,22 @@ def _status_text(doc: dict[str, Any]) -> str:
     st = doc["storage"]
     lines.append(f"\nstorage: {st['telemetry']} telemetry rows, {st['outbox_unsent']} unsent "
                  f"outbox messages, {st['dropped']} dropped")
+    if "health" in doc:
+        lines.append(_health_text(doc["health"]))
+    return "\n".join(lines)
+
+
+def _health_text(health: dict[str, Any]) -> str:
+    """Supervised tasks (restarts, last error), faults survived and messages dropped."""
+    tasks = [[name, "yes" if t["running"] else "no", t["restarts"], t["last_error"] or "-"]
+             for name, t in health["tasks"].items()]
+    lines = ["\ntasks:", render(["task", "running", "restarts", "last error"], tasks)
+             if tasks else "  none"]
+    faults = ", ".join(f"{k} {n}" for k, n in health["faults"].items())
+    lines.append(f"faults survived: {faults or 'none'}")
+    drops = ", ".join(f"{k} {n}" for k, n in health.get("agent", {}).get("drops", {}).items())
+    if "agent" in health:
+        lines.append(f"fleet messages dropped: {drops or 'none'}")
     return "\n".join(lines)
 
 

@@ -8,7 +8,14 @@ from typing import Any
 
 import click
 
-from edge_runtime.cliopts import config_opt, keys_opt, load_settings, store_opt, unsigned_opt
+from edge_runtime.cliopts import (
+    config_opt,
+    keys_opt,
+    load_settings,
+    store_opt,
+    unsigned_opt,
+    warn_password_in_argv,
+)
 
 
 @click.command("serve")
@@ -37,14 +44,25 @@ from edge_runtime.cliopts import config_opt, keys_opt, load_settings, store_opt,
 @click.option("--telemetry-interval", "telemetry_interval_s", type=float, default=None)
 @click.option("--log-level", default=None)
 @click.option("--fleet-url", "fleet_url", default=None,
-              help="Join a fleet: mqtt://[user:pass@]host:port (or mqtts://).")
+              help="Join a fleet: mqtt://[user@]host:port (or mqtts://).")
+@click.option("--fleet-password-file", type=click.Path(path_type=Path), default=None,
+              help="File holding the broker password (or EDGE_FLEET_PASSWORD).")
 @click.option("--fleet", "fleet", default=None, help="Fleet name (default: default).")
 @click.option("--device-id", default=None, help="Device id in the fleet (default: host name).")
 @click.option("--group", "device_group", default=None)
 @click.option("--tags", "device_tags", default=None, help="Comma-separated device tags.")
+@click.option("--fleet-keys", multiple=True, type=click.Path(path_type=Path),
+              callback=lambda _ctx, _param, value: value or None,
+              help="Public key file or directory desired states must be signed with "
+                   "(repeatable; default: the --trusted-keys).")
+@click.option("--allow-unsigned-desired", is_flag=True, default=None,
+              help="Development only: accept unsigned desired states.")
 def serve_cmd(config: Path | None, **kw: Any) -> None:
     """Serve the store's active models over HTTP (KServe V2, TF-Serving, /predict)."""
-    from edge_runtime.daemon import Daemon, profile_defaults, resolve_profile
+    from edge_runtime.daemon import Daemon, resolve_profile
+    from edge_runtime.extras import require
+    from edge_runtime.host import usable_cpus
+    from edge_runtime.profiles import serve_defaults
     from edge_runtime.settings import ServeSettings
 
     first = load_settings(config, **dict(kw))
@@ -52,9 +70,18 @@ def serve_cmd(config: Path | None, **kw: Any) -> None:
     trusted = kw.pop("trusted", None)
     if trusted:
         kw["trusted_keys"] = trusted
-    settings = ServeSettings.load(config=config, overrides=kw, base=profile_defaults(profile))
+    settings = ServeSettings.load(config=config, overrides=kw,
+                                  base=serve_defaults(profile, cpus=usable_cpus()))
+    if settings.http_server == "uvicorn":
+        require("uvicorn", feature="--http-server uvicorn", extra="uvicorn")
+    if settings.fleet_url:
+        require("paho", feature="--fleet-url", extra="mqtt")
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.fleet_url:
+        settings.fleet_mqtt()  # a bad URL or password file: one error line before serving
+        warn_password_in_argv("--fleet-url", kw.get("fleet_url"),
+                              "--fleet-password-file or EDGE_FLEET_PASSWORD")
     Daemon(settings, profile).run()
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 import click
 
+from edge_runtime.protocol.link import password_in_url, redact_url
 from edge_runtime.settings import ServeSettings
 
 store_opt = click.option("--store", type=click.Path(path_type=Path), default=None,
@@ -31,3 +33,11 @@ def load_settings(config: Path | None, **overrides: Any) -> ServeSettings:
 
 def echo(doc: Any, as_json: bool, text: str) -> None:
     click.echo(json.dumps(doc, indent=1, default=str) if as_json else text)
+
+
+def warn_password_in_argv(flag: str, url: str | None, instead: str) -> None:
+    """A password given in a command-line URL still works, but every local user can read it."""
+    if url and password_in_url(url):
+        logging.getLogger("edge_runtime.cli").warning(
+            "%s %s: the broker password is visible in the process list; use %s", flag,
+            redact_url(url), instead)

@@ -19,12 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from edge_runtime.api.app import App
+from edge_runtime.api.limits import HttpLimits
 from edge_runtime.api.server import HttpServer
 from edge_runtime.backends import BackendOptions
 from edge_runtime.codecs import HEADER_LENGTH
+from edge_runtime.effective import effective_settings, settings_line
 from edge_runtime.profiles import DeviceProfile, backend_options, detect_profile_name, load_profile
 from edge_runtime.runtime import Runtime
-from edge_runtime.settings import ServeSettings
+from edge_runtime.sdnotify import Notifier
+from edge_runtime.settings import ServeSettings, SystemdSettings
+from edge_runtime.supervise import Supervisor
 
 log = logging.getLogger("edge_runtime.daemon")
 RUN_FILE = Path("run") / "daemon.json"
@@ -48,16 +52,6 @@ class RunInfo:
         except (OSError, ValueError, TypeError):
             return None
         return info
-
-
-def profile_defaults(profile: DeviceProfile) -> dict[str, Any]:
-    """The settings a device profile provides (config, env and flags override them)."""
-    return {"max_batch_size": profile.max_batch_size,
-            "max_queue_delay_ms": profile.max_queue_delay_ms,
-            "cache_entries": profile.response_cache_entries,
-            "telemetry_interval_s": profile.telemetry_interval_s,
-            "telemetry_max_rows": profile.max_telemetry_rows,
-            "telemetry_max_bytes": profile.max_storage_bytes}
 
 
 def resolve_profile(settings: ServeSettings) -> DeviceProfile:
@@ -89,7 +83,8 @@ def _unix_socket(path: Path) -> socket.socket:
 
 
 class Daemon:
-    def __init__(self, settings: ServeSettings, profile: DeviceProfile) -> None:
+    def __init__(self, settings: ServeSettings, profile: DeviceProfile, *,
+                 systemd: SystemdSettings | None = None) -> None:
         self.settings = settings
         self.profile = profile
         self.runtime = Runtime(settings=settings, options=_options(settings, profile),
@@ -98,6 +93,9 @@ class Daemon:
         self.app = App(self.runtime, token=settings.token, admin_token=self.admin_token,
                        max_body_bytes=settings.max_body_bytes, on_shutdown=self.shutdown)
         self._closed = False
+        self.supervisor = Supervisor(log)  # background tasks: logged, counted, restarted
+        self.notifier = Notifier(systemd or SystemdSettings.from_env())  # Type=notify unit
+        self.runtime.telemetry.health.watch(self.supervisor)
 
     def run(self) -> None:
         try:
@@ -108,6 +106,7 @@ class Daemon:
             asyncio.run(self.serve())
 
     async def serve(self) -> None:
+        log.info("settings: %s", settings_line(effective_settings(self.settings)))
         problems = self.runtime.start()
         for problem in problems:
             log.error("start-up: %s", problem)
@@ -117,12 +116,20 @@ class Daemon:
             sockets.append(_unix_socket(s.uds))
         host, port = sockets[0].getsockname()[:2]
         self._write_run_file(f"http://{host}:{port}")
-        flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+        self.supervisor.spawn("telemetry-flush", self._flush_loop)
+        if self.notifier.watchdog_s is not None:
+            self.supervisor.spawn("sd-watchdog", self.notifier.watchdog_loop)
         agent = await self._start_agent()
+        if agent is not None:
+            self.runtime.telemetry.health.attach("agent", agent.status)
         self.app.ready = True
         log.info("serving %d model(s) on http://%s:%d%s (%s server)",
                  len(self.runtime.registry.models()), host, port,
                  f" and {s.uds}" if s.uds else "", s.http_server)
+        if self.notifier.enabled:
+            status = f"serving {len(self.runtime.registry.models())} model(s) on port {port}"
+            self.supervisor.spawn("sd-ready", lambda: self.notifier.ready_when_answering(
+                host, port, status))
         try:
             if s.http_server == "uvicorn":
                 await self._serve_uvicorn(sockets)
@@ -130,9 +137,10 @@ class Daemon:
                 await HttpServer(self.app, max_body_bytes=s.max_body_bytes,
                                  keep_alive_s=KEEP_ALIVE_S,
                                  align_header=HEADER_LENGTH.encode(),
-                                 fast=self.app.fast).serve(sockets)
+                                 fast=self.app.fast, gate=self.app.gate,
+                                 limits=HttpLimits.of(s)).serve(sockets)
         finally:
-            flusher.cancel()
+            self.supervisor.cancel()
             if agent is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(agent.stop(), 3.0)
@@ -155,18 +163,17 @@ class Daemon:
         import socket as socket_mod
 
         from edge_runtime.agent import AgentSettings, DeviceAgent
-        from edge_runtime.protocol.link import MqttSettings
         from edge_runtime.protocol.mqtt import MqttLink
 
-        mqtt = MqttSettings.from_url(s.fleet_url, ca_file=s.mqtt_ca_file,
-                                     cert_file=s.mqtt_cert_file, key_file=s.mqtt_key_file)
+        mqtt = s.fleet_mqtt()
         agent = DeviceAgent(
             self.runtime, lambda **kw: MqttLink(mqtt, **kw),
             AgentSettings(s.device_id or socket_mod.gethostname().split(".")[0], fleet=s.fleet,
                           tags=s.device_tags, group=s.device_group, profile=self.profile.name,
-                          heartbeat_s=s.heartbeat_s))
+                          heartbeat_s=s.heartbeat_s, fleet_keys=s.desired_keys,
+                          allow_unsigned_desired=s.allow_unsigned_desired))
         await agent.start()
-        log.info("fleet agent %s on %s", agent.device, s.fleet_url)
+        log.info("fleet agent %s on %s", agent.device, mqtt.url)
         return agent
 
     def shutdown(self) -> None:
@@ -174,6 +181,7 @@ class Daemon:
         if self._closed:
             return
         self._closed = True
+        self.notifier.stopping()
         self.app.ready = False
         self.runtime.close()
         (self.settings.store / RUN_FILE).unlink(missing_ok=True)
@@ -181,11 +189,27 @@ class Daemon:
             self.settings.uds.unlink(missing_ok=True)
 
     async def _flush_loop(self) -> None:
+        """Persist telemetry every interval. A flush that fails (disk full, database locked)
+        is counted and retried next interval: the traceback is logged when a run of failures
+        starts, one line per failure after it, and the recovery is logged too."""
         loop = asyncio.get_running_loop()
+        failing = 0
         while True:
             await asyncio.sleep(self.settings.telemetry_interval_s)
-            with contextlib.suppress(Exception):
+            try:
                 await loop.run_in_executor(None, self.runtime.flush)
+            except Exception as exc:
+                failing += 1
+                self.runtime.telemetry.health.fault("telemetry_flush")
+                if failing == 1:
+                    log.exception("telemetry flush failed (retrying every %g s)",
+                                  self.settings.telemetry_interval_s)
+                else:
+                    log.error("telemetry flush failed again (%d in a row): %s", failing, exc)
+                continue
+            if failing:
+                log.info("telemetry flush works again after %d failure(s)", failing)
+                failing = 0
 
     def _write_run_file(self, url: str) -> None:
         path = self.settings.store / RUN_FILE

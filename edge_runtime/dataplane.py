@@ -1,6 +1,13 @@
 """Transport-free inference: the HTTP layer and the in-process API both call this.
 
 validate against the manifest -> response cache -> (dynamic batcher) -> backend -> monitoring.
+
+``infer_async`` keeps the event loop free of large work: a request of ``HEAVY_ELEMENTS`` input
+elements or more runs whole (validation and its casts, cache key, inference, drift counting)
+in a worker thread; a smaller one runs its inference on the loop only when its estimated time
+is within ``INLINE_MAX_SECONDS`` (``ServedModel.inline_for``, from two smoke inferences).
+An input the model itself refuses (``InputInvalid`` from the backend) counts as invalid input,
+not as a failed inference.
 """
 
 from __future__ import annotations
@@ -8,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from time import perf_counter
 from typing import Any, NamedTuple
 
@@ -15,12 +23,20 @@ from numpy.typing import NDArray
 
 from edge_runtime.batching import DynamicBatcher
 from edge_runtime.cache import ResponseCache, input_key
-from edge_runtime.errors import InferenceFailed, InputInvalid
+from edge_runtime.errors import InferenceFailed, InputInvalid, PayloadInvalid
 from edge_runtime.inputs import validate_inputs
 from edge_runtime.registry import Registry, ServedModel
 from edge_runtime.telemetry import Telemetry
 
 Arrays = dict[str, NDArray[Any]]
+HEAVY_ELEMENTS = 256 * 1024  # ~1 MB of float32: a cast or a cache key alone takes ~1 ms
+
+
+def input_elements(inputs: Mapping[str, NDArray[Any]]) -> int:
+    n = 0
+    for arr in inputs.values():
+        n += arr.size
+    return n
 
 
 class InferResult(NamedTuple):
@@ -91,6 +107,10 @@ class DataPlane:
     async def infer_async(self, name: str, version: str | None,
                           inputs: Mapping[str, NDArray[Any]], *, unit: str | None = None
                           ) -> InferResult:
+        elements = input_elements(inputs)
+        if elements >= HEAVY_ELEMENTS:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._pool, partial(self.infer, name, version, inputs, unit=unit))
         served, arrays = self._prepare(name, version, inputs, unit)
         try:
             t0 = perf_counter()
@@ -99,7 +119,7 @@ class DataPlane:
                 return self._finish(served, arrays, hit, t0, None)
             if self.max_batch_size > 1:
                 outputs = await self._batcher(served).submit(arrays)
-            elif served.inline:
+            elif served.inline_for(elements):
                 outputs = self._predict(served, arrays)
             else:
                 outputs = await asyncio.get_running_loop().run_in_executor(
@@ -112,6 +132,9 @@ class DataPlane:
         """Run a version the caller holds (``_prepare``), so no second in-flight count."""
         try:
             return served.runtime.predict(arrays)
+        except PayloadInvalid:  # the model refused this input (a shape its graph cannot take)
+            self.telemetry.error(served.name, served.version, "invalid_input")
+            raise
         except InferenceFailed:
             self.telemetry.error(served.name, served.version, "inference")
             raise
@@ -128,7 +151,7 @@ class DataPlane:
                 self._batchers.pop(key).close()
 
             async def run(arrays: Arrays) -> Arrays:
-                if served.inline:
+                if served.inline_for(input_elements(arrays)):
                     return self._predict(served, arrays)
                 loop = asyncio.get_running_loop()
                 return await loop.run_in_executor(self._pool, self._predict, served, arrays)

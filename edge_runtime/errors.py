@@ -2,7 +2,9 @@
 
     EdgeRuntimeError
     ├── ConfigError                      bad settings or command-line values
+    │   └── ExtraMissing(feature, extra)  a setting needs an extra that is not installed
     ├── BackendUnavailable(backend, hint) an optional library is missing
+    ├── UnsupportedPlatform(machine, pointer_bits)  32-bit ARM: no wheels for the runtime
     ├── PackageError(path)               anything wrong with a model package
     │   ├── PackageFormatError           not a package, missing member, bad manifest JSON
     │   ├── ManifestInvalid(field)       manifest fails schema validation
@@ -38,11 +40,29 @@ class ConfigError(EdgeRuntimeError):
     """Settings or command-line values that cannot be used."""
 
 
+class ExtraMissing(ConfigError):
+    def __init__(self, feature: str, extra: str) -> None:
+        super().__init__(f"{feature} needs the {extra!r} extra: "
+                         f"pip install 'edge-runtime[{extra}]'")
+        self.feature = feature
+        self.extra = extra
+
+
 class BackendUnavailable(EdgeRuntimeError):
     def __init__(self, backend: str, *, hint: str) -> None:
         super().__init__(f"backend {backend!r} is not available: {hint}")
         self.backend = backend
         self.hint = hint
+
+
+class UnsupportedPlatform(EdgeRuntimeError):
+    MESSAGE = ("edge-runtime needs a 64-bit OS (aarch64/x86_64): onnxruntime, ai-edge-litert and "
+               "numpy publish no wheels for 32-bit ARM")
+
+    def __init__(self, machine: str, pointer_bits: int) -> None:
+        super().__init__(self.MESSAGE)
+        self.machine = machine
+        self.pointer_bits = pointer_bits
 
 
 class PackageError(EdgeRuntimeError):

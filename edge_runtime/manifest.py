@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, cast
 
@@ -17,6 +18,10 @@ DTYPES = (
     "float32", "float16", "float64", "int8", "uint8", "int16", "int32", "int64", "bool", "string",
 )
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# The package's own members: never listed in ``files`` (one is the manifest, one signs it).
+RESERVED_NAMES = ("manifest.json", "signature.json")
+MAX_FILE_NAME_BYTES = 255
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
 
 Dim = int | str
 Format = Literal["onnx", "tflite"]
@@ -105,11 +110,7 @@ class Manifest:
         for key in ("name", "version"):
             if not isinstance(data.get(key), str) or not _NAME_RE.match(data[key]):
                 raise ManifestInvalid(src, key, f"{data.get(key)!r} is not a valid {key}")
-        files = data.get("files")
-        if not isinstance(files, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) and len(v) == 64 for k, v in files.items()
-        ):
-            raise ManifestInvalid(src, "files", "must map member names to sha256 hex")
+        files = _files(src, data.get("files"))
         model_file = data.get("model_file")
         if not isinstance(model_file, str) or model_file not in files:
             raise ManifestInvalid(src, "model_file", f"{model_file!r} is not in files")
@@ -124,7 +125,7 @@ class Manifest:
             model_file=model_file,
             inputs=_specs(src, data, "inputs"),
             outputs=_specs(src, data, "outputs"),
-            files=dict(files),
+            files=files,
             source=dict(data.get("source", {})),
             converter=dict(data.get("converter", {})),
             created_at=str(data.get("created_at", "")),
@@ -139,9 +140,43 @@ class Manifest:
 
 def parse_json(raw: bytes, src: str) -> Any:
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = json.loads(raw)
+        canonical_json(data)  # "\ud800" escapes decode to text no file system or log can take
+    except (ValueError, RecursionError) as exc:  # also: huge int literals, deep nesting
         raise ManifestInvalid(src, "<root>", f"not valid JSON ({exc})") from exc
+    return data
+
+
+def file_name_problem(name: str) -> str | None:
+    """Why ``name`` is not a plain file name a package may hold, or None when it is.
+
+    Plain: one path component (no ``/`` or ``\\``), not ``.``/``..``/hidden, no NUL, control,
+    format or line-separator characters, valid UTF-8 of at most 255 bytes (the usual NAME_MAX).
+    """
+    if not name:
+        return "is empty"
+    if "/" in name or "\\" in name:
+        return "contains a path separator"
+    if name.startswith(".") or ".." in name:
+        return "starts with a dot or contains '..'"
+    if any(unicodedata.category(c)[0] == "C" or unicodedata.category(c) in ("Zl", "Zp")
+           for c in name):
+        return "contains NUL, control or invisible characters"
+    if len(name.encode("utf-8")) > MAX_FILE_NAME_BYTES:
+        return f"is longer than {MAX_FILE_NAME_BYTES} bytes"
+    return None
+
+
+def _files(src: str, files: Any) -> dict[str, str]:
+    if not isinstance(files, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and _SHA256_RE.match(v) for k, v in files.items()
+    ):
+        raise ManifestInvalid(src, "files", "must map member names to sha256 hex")
+    for name in files:
+        problem = "is reserved" if name in RESERVED_NAMES else file_name_problem(name)
+        if problem is not None:
+            raise ManifestInvalid(src, "files", f"member name {name!r} {problem}")
+    return dict(files)
 
 
 def _check_choice(src: str, data: dict[str, Any], key: str, choices: tuple[str, ...]) -> None:

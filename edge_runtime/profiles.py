@@ -1,13 +1,18 @@
-"""Device profiles: per-board defaults (threads, batching, cache, telemetry, storage) from TOML.
+"""Device profiles: what a board's hardware implies (threads, backend tuning, telemetry and
+storage bounds), from TOML.
 
-Profiles live in ``devices/profiles/<name>.toml``. A file may leave out any field; the defaults
-below are the conservative ones of a small single-core device. Layout::
+A profile never turns on behaviour the user did not ask for: dynamic batching and the response
+cache change latency and answers, so they are settings (config file, flags), not profile fields,
+and a profile that sets them is refused. Threads are capped at the CPUs this process may use
+(``serve_defaults``).
+
+The shipped profiles are package data (``edge_runtime/device_profiles/<name>.toml``, read with
+importlib.resources, so an installed wheel has them). A file may leave out any field; the
+defaults below are the conservative ones of a small single-core device. Layout::
 
     description = "..."        arch = "aarch64"        cores = 4        memory_mb = 4096
     preferred_formats = ["tflite", "onnx"]
     [backend]   intra_op_threads, inter_op_threads, and [backend.extra] (see BackendOptions)
-    [batching]  max_batch_size, max_queue_delay_ms
-    [cache]     entries
     [telemetry] interval_s
     [storage]   max_telemetry_rows, max_bytes
 """
@@ -19,6 +24,8 @@ import re
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +33,8 @@ from edge_runtime.backends.base import BackendOptions
 from edge_runtime.errors import ConfigError
 from edge_runtime.manifest import FORMATS
 
-PROFILES_DIR = Path(__file__).resolve().parents[1] / "devices" / "profiles"
+#: The shipped profiles (a Traversable: a directory, or a zip member when installed zipped).
+PROFILES_DIR: Traversable = files("edge_runtime") / "device_profiles"
 DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
@@ -50,12 +58,6 @@ class DeviceProfile:
     inter_op_threads: int = 1
     #: Backend-specific settings passed through as BackendOptions.extra.
     backend_extra: Mapping[str, Any] = field(default_factory=dict)
-    #: Dynamic batching: most requests run together; 1 = no batching.
-    max_batch_size: int = 1
-    #: Dynamic batching: longest a request waits for others to join its batch.
-    max_queue_delay_ms: float = 0.0
-    #: Responses kept in the response cache; 0 = no cache.
-    response_cache_entries: int = 0
     #: Seconds between telemetry reports.
     telemetry_interval_s: float = 60.0
     #: Telemetry rows kept on the device while offline; the oldest are dropped first.
@@ -74,12 +76,16 @@ _KEYS: dict[str, tuple[str, type, float | None]] = {
     "backend.intra_op_threads": ("intra_op_threads", int, 0),
     "backend.inter_op_threads": ("inter_op_threads", int, 0),
     "backend.extra": ("backend_extra", dict, None),
-    "batching.max_batch_size": ("max_batch_size", int, 1),
-    "batching.max_queue_delay_ms": ("max_queue_delay_ms", float, 0),
-    "cache.entries": ("response_cache_entries", int, 0),
     "telemetry.interval_s": ("telemetry_interval_s", float, 0.001),
     "storage.max_telemetry_rows": ("max_telemetry_rows", int, 0),
     "storage.max_bytes": ("max_storage_bytes", int, 0),
+}
+
+
+# Behaviour, not hardware: where each belongs instead (see the module docstring).
+_BEHAVIOUR = {
+    "batching": "max_batch_size/max_queue_delay_ms in the config file or --max-batch-size",
+    "cache": "cache_entries in the config file or --cache-entries",
 }
 
 
@@ -92,32 +98,38 @@ def load_profile(name_or_path: str, *, search_dirs: Sequence[Path] = ()) -> Devi
         raise ConfigError(f"{path}: cannot read device profile ({exc})") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML ({exc})") from exc
-    return DeviceProfile(name=path.stem, **_fields(path, data))
+    return DeviceProfile(name=path.name.removesuffix(".toml"), **_fields(path, data))
 
 
 def available_profiles(search_dirs: Sequence[Path] = ()) -> tuple[str, ...]:
     """Names that ``load_profile`` finds."""
-    dirs = [*search_dirs, PROFILES_DIR]
-    return tuple(sorted({p.stem for d in dirs if d.is_dir() for p in d.glob("*.toml")}))
+    dirs: list[Traversable] = [*search_dirs, PROFILES_DIR]
+    return tuple(sorted({p.name.removesuffix(".toml") for d in dirs if d.is_dir()
+                         for p in d.iterdir() if p.name.endswith(".toml") and p.is_file()}))
 
 
-def _find(name_or_path: str, search_dirs: Sequence[Path]) -> Path:
+def _find(name_or_path: str, search_dirs: Sequence[Path]) -> Traversable:
     if name_or_path.endswith(".toml") or "/" in name_or_path or "\\" in name_or_path:
         path = Path(name_or_path)
         if not path.is_file():
             raise ConfigError(f"{path}: device profile file not found")
         return path
     if _NAME_RE.match(name_or_path):
-        for d in (*search_dirs, PROFILES_DIR):
+        dirs: list[Traversable] = [*search_dirs, PROFILES_DIR]
+        for d in dirs:
             if (d / f"{name_or_path}.toml").is_file():
                 return d / f"{name_or_path}.toml"
     known = ", ".join(available_profiles(search_dirs)) or "none"
     raise ConfigError(f"unknown device profile {name_or_path!r} (known: {known})")
 
 
-def _fields(path: Path, data: dict[str, Any]) -> dict[str, Any]:
+def _fields(path: Traversable, data: dict[str, Any]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for key, value in _items(data):
+        section = key.split(".", 1)[0]
+        if section in _BEHAVIOUR:
+            raise ConfigError(f"{path}: field {key!r}: a profile describes hardware and does "
+                              f"not turn on {section}; set {_BEHAVIOUR[section]}")
         if key not in _KEYS:  # typos are errors, not silently ignored
             raise ConfigError(f"{path}: unknown field {key!r} (known: {', '.join(_KEYS)})")
         fld, kind, minimum = _KEYS[key]
@@ -135,7 +147,7 @@ def _items(data: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
             yield dotted, value
 
 
-def _check(path: Path, key: str, value: Any, kind: type, minimum: float | None) -> Any:
+def _check(path: Traversable, key: str, value: Any, kind: type, minimum: float | None) -> Any:
     def bad(reason: str) -> ConfigError:
         return ConfigError(f"{path}: field {key!r}: {value!r} {reason}")
 
@@ -193,3 +205,18 @@ def backend_options(profile: DeviceProfile) -> BackendOptions:
     return BackendOptions(intra_op_threads=profile.intra_op_threads,
                           inter_op_threads=profile.inter_op_threads,
                           extra=dict(profile.backend_extra))
+
+
+def serve_defaults(profile: DeviceProfile, *, cpus: int) -> dict[str, Any]:
+    """The serve settings a profile provides (config, env and flags override them).
+
+    Threads are the profile's, capped at ``cpus``, the CPUs this process may use
+    (``edge_runtime.host.usable_cpus``): more threads than CPUs only adds contention. A profile's
+    0 ("backend default") becomes ``cpus``, since backends count the machine's cores, not ours.
+    """
+    threads = profile.intra_op_threads
+    return {"profile": profile.name,
+            "intra_op_threads": min(threads, cpus) if threads else cpus,
+            "telemetry_interval_s": profile.telemetry_interval_s,
+            "telemetry_max_rows": profile.max_telemetry_rows,
+            "telemetry_max_bytes": profile.max_storage_bytes}

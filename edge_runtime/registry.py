@@ -19,9 +19,12 @@ from edge_runtime.manifest import TensorSpec
 from edge_runtime.protocol.assignment import assign
 from edge_runtime.store.models import InstalledModel
 
-# A model whose smoke inference takes longer than this runs in a worker thread, not inline on
-# the event loop (a slow model must not stall health checks and small requests).
+# A request whose inference is estimated to take longer than this runs in a worker thread, not
+# inline on the event loop (a slow model or a large batch must not stall health checks and
+# small requests). The estimate is linear in input elements, from two smoke inferences: one
+# at batch 1 and one at ``SCALE_BATCH`` (``_inline_elements``).
 INLINE_MAX_SECONDS = 0.002
+SCALE_BATCH = 64
 
 
 @dataclass
@@ -29,6 +32,7 @@ class ServedModel:
     installed: InstalledModel
     runtime: LoadedModel
     smoke_seconds: float
+    inline_elements: int = 0  # requests of up to this many input elements run inline
     _inflight: int = 0
     _draining: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -47,7 +51,12 @@ class ServedModel:
 
     @property
     def inline(self) -> bool:
+        """Whether a request as small as the smoke inference may run on the event loop."""
         return self.smoke_seconds <= INLINE_MAX_SECONDS
+
+    def inline_for(self, elements: int) -> bool:
+        """Whether a request of ``elements`` input elements may run on the event loop."""
+        return elements <= self.inline_elements
 
     def predict(self, inputs: Mapping[str, NDArray[Any]]) -> dict[str, NDArray[Any]]:
         # Hot path: the plain lock, and a notify only while unload() is waiting.
@@ -100,11 +109,13 @@ class Split:
         return self.b if assign(self.experiment, unit, split=self.percent) == "b" else a
 
 
-def smoke_inputs(specs: tuple[TensorSpec, ...]) -> dict[str, NDArray[Any]]:
-    """Batch-1 zeros shaped from the manifest signature (dynamic dims become 1)."""
+def smoke_inputs(specs: tuple[TensorSpec, ...], batch: int = 1) -> dict[str, NDArray[Any]]:
+    """Zeros shaped from the manifest signature: a dynamic first dimension (the batch) is
+    ``batch``, other dynamic dimensions 1."""
     out = {}
     for spec in specs:
-        shape = tuple(d if isinstance(d, int) else 1 for d in spec.shape)
+        shape = tuple(d if isinstance(d, int) else batch if i == 0 else 1
+                      for i, d in enumerate(spec.shape))
         dtype = np.dtype(object) if spec.dtype == "string" else np.dtype(spec.dtype)
         out[spec.name] = np.full(shape, "") if dtype.kind == "O" else np.zeros(shape, dtype)
     return out
@@ -128,7 +139,8 @@ class Registry:
         except BaseException:
             runtime.unload()
             raise
-        return ServedModel(model, runtime, seconds)
+        return ServedModel(model, runtime, seconds,
+                           _inline_elements(model.manifest.inputs, runtime, seconds))
 
     @staticmethod
     def _smoke(model: InstalledModel, runtime: LoadedModel) -> float:
@@ -216,3 +228,40 @@ class Registry:
             self._splits = {}
         for s in served:
             s.unload(timeout=5.0)
+
+
+def _elements(inputs: Mapping[str, NDArray[Any]]) -> int:
+    return max(1, sum(a.size for a in inputs.values()))
+
+
+def _best_of(runtime: LoadedModel, inputs: Mapping[str, NDArray[Any]], runs: int = 3) -> float:
+    best = float("inf")
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        runtime.predict(inputs)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _inline_elements(specs: tuple[TensorSpec, ...], runtime: LoadedModel, seconds: float
+                     ) -> int:
+    """The most input elements a request may have and still run on the event loop: the
+    per-element cost comes from a second smoke inference at ``SCALE_BATCH`` (a model's fixed
+    cost per run would make batch 1 alone overestimate a batch many times over). Without a
+    batch dimension, or when that inference fails, scaling batch 1 is the (pessimistic)
+    estimate."""
+    if seconds > INLINE_MAX_SECONDS:
+        return 0
+    one = smoke_inputs(specs)
+    e1, per_element = _elements(one), max(seconds, 1e-9) / _elements(one)
+    if any(s.shape and isinstance(s.shape[0], str) for s in specs):
+        many = smoke_inputs(specs, SCALE_BATCH)
+        try:
+            t1, tn = _best_of(runtime, one), _best_of(runtime, many)
+        except Exception:  # the model may not take that batch: keep the pessimistic one
+            return int(e1 * INLINE_MAX_SECONDS / max(seconds, 1e-9))
+        en = _elements(many)
+        # at most 4x better than the batch's average: timer noise must not make it free
+        per_element = max((tn - t1) / max(en - e1, 1), tn / en / 4)
+        seconds = t1
+    return e1 + int((INLINE_MAX_SECONDS - min(seconds, INLINE_MAX_SECONDS)) / per_element)

@@ -12,9 +12,12 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_runtime.errors import ConfigError
+
+if TYPE_CHECKING:
+    from edge_runtime.protocol.link import MqttSettings
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
@@ -28,6 +31,33 @@ class CliSettings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> CliSettings:
         env = os.environ if env is None else env
         return cls(debug=env.get("EDGE_DEBUG", "") == "1")
+
+
+@dataclass(frozen=True)
+class SystemdSettings:
+    """What systemd tells a ``Type=notify`` service (edge_runtime/sdnotify.py)."""
+
+    #: NOTIFY_SOCKET: the datagram socket for READY=1 etc. (``@name``: abstract namespace).
+    notify_socket: str | None = None
+    #: WATCHDOG_USEC: ping at least this often (microseconds) once serving; 0 = no watchdog.
+    watchdog_usec: int = 0
+    #: WATCHDOG_PID: the process the watchdog is meant for (unset: this one).
+    watchdog_pid: int | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> SystemdSettings:
+        """Malformed numbers count as unset: a broken environment never stops the daemon."""
+        env = os.environ if env is None else env
+        return cls(notify_socket=env.get("NOTIFY_SOCKET") or None,
+                   watchdog_usec=max(_int_or(env.get("WATCHDOG_USEC"), 0) or 0, 0),
+                   watchdog_pid=_int_or(env.get("WATCHDOG_PID"), None))
+
+
+def _int_or(text: str | None, default: int | None) -> int | None:
+    try:
+        return int(text) if text else default
+    except ValueError:
+        return default
 
 
 def _doc(text: str, **kw: Any) -> Any:
@@ -44,6 +74,17 @@ class ServeSettings:
     uds: Path | None = _doc("also/instead serve on this Unix domain socket", default=None)
     token: str | None = _doc("bearer token required on every request except health", default=None)
     max_body_bytes: int = _doc("largest request body accepted", default=32 * 1024 * 1024)
+    body_memory_bytes: int = _doc(
+        "request body bytes held at once across all connections (counted as they arrive, "
+        "until the answer is sent); a connection that would pass it stops being read until "
+        "others finish (0 = twice max_body_bytes)", default=0)
+    header_timeout_s: float = _doc("a request head must be complete this many seconds after "
+                                   "its first byte (else 408 and close)", default=10.0)
+    body_idle_timeout_s: float = _doc("a request body may pause this long between bytes "
+                                      "(else 408 and close)", default=10.0)
+    body_min_bytes_per_s: int = _doc(
+        "after its first body_idle_timeout_s, a request body must arrive at this average "
+        "rate at least (else 408 and close; 0 = no rate rule)", default=1024)
     http_server: str = _doc("HTTP server: builtin (edge_runtime.api.server, httptools) or "
                             "uvicorn", default="builtin")
     trusted_keys: tuple[Path, ...] = _doc("public keys (files or dirs of *.pub) packages must be "
@@ -76,14 +117,25 @@ class ServeSettings:
     telemetry_retention_s: float = _doc("telemetry rows older than this are dropped",
                                         default=7 * 86400.0)
     log_level: str = _doc("logging level", default="info")
-    fleet_url: str | None = _doc("broker URL for the fleet agent, mqtt://[user:pass@]host:port "
-                                 "or mqtts:// (unset: no fleet link)", default=None)
+    fleet_url: str | None = _doc("broker URL for the fleet agent, mqtt://[user@]host:port or "
+                                 "mqtts:// (unset: no fleet link); a password in it still works "
+                                 "but belongs in fleet_password_file", default=None, repr=False)
+    fleet_password_file: Path | None = _doc("file holding the broker password on one line "
+                                            "(EDGE_FLEET_PASSWORD_FILE)", default=None)
+    fleet_password: str | None = _doc("the broker password itself (EDGE_FLEET_PASSWORD); "
+                                      "either this or fleet_password_file", default=None,
+                                      repr=False)
     fleet: str = _doc("fleet name (topic root edge/v1/{fleet}/...)", default="default")
     device_id: str | None = _doc("this device's id in the fleet (default: host name)",
                                  default=None)
     device_group: str | None = _doc("the device's group, for targeting", default=None)
     device_tags: tuple[str, ...] = _doc("the device's tags, for targeting", default=())
     heartbeat_s: float = _doc("fleet heartbeat period", default=30.0)
+    fleet_keys: tuple[Path, ...] = _doc("public keys (files or dirs of *.pub) desired states "
+                                        "must be signed with (default: trusted_keys)",
+                                        default=())
+    allow_unsigned_desired: bool = _doc("development only: accept unsigned desired states",
+                                        default=False)
     mqtt_ca_file: Path | None = _doc("CA bundle for mqtts://", default=None)
     mqtt_cert_file: Path | None = _doc("client certificate for mqtts://", default=None)
     mqtt_key_file: Path | None = _doc("client key for mqtts://", default=None)
@@ -97,12 +149,40 @@ class ServeSettings:
                               "EDGE_TOKEN): only loopback may be open")
         if self.max_body_bytes <= 0 or self.port < 0:
             raise ConfigError("max_body_bytes must be > 0 and port >= 0")
+        if self.body_memory_bytes and self.body_memory_bytes < self.max_body_bytes:
+            raise ConfigError("body_memory_bytes must be 0 or at least max_body_bytes")
+        if min(self.header_timeout_s, self.body_idle_timeout_s) <= 0 or (
+                self.body_min_bytes_per_s < 0):
+            raise ConfigError("header_timeout_s and body_idle_timeout_s must be > 0, "
+                              "body_min_bytes_per_s >= 0")
         if self.http_server not in ("builtin", "uvicorn"):
             raise ConfigError(f"http_server must be builtin or uvicorn, not {self.http_server!r}")
+        if self.fleet_password is not None and self.fleet_password_file is not None:
+            raise ConfigError("give the broker password one way: fleet_password_file "
+                              "(--fleet-password-file) or EDGE_FLEET_PASSWORD, not both")
 
     @property
     def batching(self) -> bool:
         return self.max_batch_size > 1
+
+    @property
+    def desired_keys(self) -> tuple[Path, ...]:
+        """The keys the fleet agent trusts for desired states: the package keys unless
+        fleet_keys names others (a fleet may keep its release key offline)."""
+        return self.fleet_keys or self.trusted_keys
+
+    def fleet_mqtt(self) -> MqttSettings:
+        """The fleet link's broker settings; the password from fleet_password_file or
+        EDGE_FLEET_PASSWORD, else the one in fleet_url (reads the file now)."""
+        from edge_runtime.protocol.link import MqttSettings, read_password_file
+
+        if not self.fleet_url:
+            raise ConfigError("no broker URL (fleet_url, --fleet-url or EDGE_FLEET_URL)")
+        password = (read_password_file(self.fleet_password_file)
+                    if self.fleet_password_file is not None else self.fleet_password)
+        return MqttSettings.from_url(self.fleet_url, password=password,
+                                     ca_file=self.mqtt_ca_file, cert_file=self.mqtt_cert_file,
+                                     key_file=self.mqtt_key_file)
 
     @classmethod
     def load(cls, *, config: Path | None = None, overrides: Mapping[str, Any] | None = None,
@@ -121,7 +201,9 @@ class ServeSettings:
 
 _FIELDS = {f.name: f for f in fields(ServeSettings)}
 _ENV = {"EDGE_TOKEN": "token", "EDGE_STORE": "store", "EDGE_FAULT_KILL_AT": "fault_kill_at",
-        "EDGE_PROFILE": "profile", "EDGE_FLEET_URL": "fleet_url", "EDGE_DEVICE_ID": "device_id"}
+        "EDGE_PROFILE": "profile", "EDGE_FLEET_URL": "fleet_url", "EDGE_DEVICE_ID": "device_id",
+        "EDGE_FLEET_PASSWORD": "fleet_password",
+        "EDGE_FLEET_PASSWORD_FILE": "fleet_password_file"}
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

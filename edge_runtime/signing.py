@@ -108,8 +108,11 @@ class TrustStore:
         from cryptography.exceptions import InvalidSignature
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+        encoded = signature.get("sig")
+        if not isinstance(encoded, str):
+            raise BadSignature(package, kid)
         try:
-            sig = base64.b64decode(signature.get("sig", ""), validate=True)
+            sig = base64.b64decode(encoded, validate=True)
             Ed25519PublicKey.from_public_bytes(raw).verify(sig, message)
         except (InvalidSignature, ValueError) as exc:
             raise BadSignature(package, kid) from exc

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from edge_runtime.effective import effective_settings
 from edge_runtime.runtime import Runtime
 from edge_runtime.store.models import ModelStore
 from edge_runtime.store.telemetry import TelemetryStore
@@ -43,8 +44,10 @@ def status_doc(rt: Runtime) -> dict[str, Any]:
              "error_rate": s.error_rate, "throughput_rps": s.throughput_rps,
              "p50_ms": _ms(s.p50), "p95_ms": _ms(s.p95), "p99_ms": _ms(s.p99)}
             for k, s in snaps.items()]
-    return {"source": "daemon", "models": models_table(rt), "windows": windows,
+    return {"source": "daemon", "settings": effective_settings(rt.settings),
+            "models": models_table(rt), "windows": windows,
             "storage": TelemetryStore(rt.store.db).counts(),
+            "health": rt.telemetry.health.snapshot(),
             "swaps": [{"kind": r.kind, "name": r.name, "version": r.version,
                        "state": r.state.value, "reason": r.reason}
                       for r in records.recent(rt.store.db, limit=5)]}

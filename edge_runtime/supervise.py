@@ -91,10 +91,17 @@ class Supervisor:
     async def stop(self) -> None:
         """Cancel every task and wait for them to end."""
         tasks = [t for t in self._tasks.values() if not t.done()]
+        # Python 3.11's wait_for can swallow a cancellation that lands as its inner wait ends,
+        # so a task may go on running: cancel again until every task is done, bounded.
+        for _ in range(20):
+            if not tasks:
+                break
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks, timeout=0.25)
+            tasks = [t for t in tasks if not t.done()]
         for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+            self.log.error("task %s did not stop when cancelled", task.get_name())
         self._tasks.clear()
 
     def cancel(self) -> None:

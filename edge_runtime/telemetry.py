@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 from edge_runtime.feedback import FeedbackBook
 from edge_runtime.monitor import wire
 from edge_runtime.monitor.drift import DriftAccumulator
+from edge_runtime.monitor.health import ServiceHealth
 from edge_runtime.monitor.window import FOLD_EVERY, ModelMetrics, PendingRequests
 from edge_runtime.monitor.wire import SnapshotLayout
 from edge_runtime.package import REFERENCE_STATS
@@ -39,6 +40,8 @@ DRIFT_BUFFER_BYTES = 1 << 20
 # A request at least this large is counted at once: buffering it saves no numpy call overhead
 # and concatenating it with the next one would only copy it.
 DRIFT_LARGE_REQUEST_BYTES = 1 << 18
+# Rows kept in memory while the store refuses writes: a day of one model's 10 s intervals.
+UNFLUSHED_MAX_ROWS = 10_000
 
 
 @dataclass
@@ -165,6 +168,8 @@ class Telemetry:
         # One lock for the metrics and the drift slots: a request takes it once (observe).
         self._lock = self.metrics.lock
         self._taps: dict[int, _Tap] = {}
+        self.health = ServiceHealth()  # the process's tasks and faults (/metrics, status)
+        self._unflushed: list[dict[str, Any]] = []  # rows a failed flush could not store
 
     def attach(self, model: InstalledModel) -> None:
         """Start drift counting for a loaded version, from the reference stats it shipped with."""
@@ -221,8 +226,10 @@ class Telemetry:
             self.metrics.record_error(name, version, kind)
 
     def flush(self) -> int:
-        """Persist what accumulated since the last flush; returns rows written."""
-        rows: list[dict[str, Any]] = []
+        """Persist what accumulated since the last flush; returns rows written. When the store
+        refuses them (disk full, read-only), the rows are kept for the next flush (bounded:
+        the oldest beyond ``UNFLUSHED_MAX_ROWS`` are counted as lost) and the error raised."""
+        rows, self._unflushed = self._unflushed, []
         for item in self.metrics.drain_interval():
             rows.append({"kind": "metrics", "model": item["model"], "version": item["version"],
                          "start": item["start"], "end": item["end"], "payload": item})
@@ -232,18 +239,37 @@ class Telemetry:
                          "end": now, "payload": {"n": counts.n, "correct": counts.correct}})
         with self._lock:
             for (name, version), slot in self._drift.items():
-                slot.count()
-                snap = slot.acc.snapshot(reset=True)
-                start, slot.start = slot.start, now
-                if _has_data(snap):
-                    # the compact wire form (counts only, in the reference's order): ~1-2 KB
-                    data = base64.b64encode(wire.encode(slot.layout, snap)).decode()
-                    rows.append({"kind": "drift", "model": name, "version": version,
-                                 "start": start, "end": now,
-                                 "payload": {"encoding": wire.MAGIC.decode(), "data": data}})
+                try:
+                    row = _drift_row(name, version, slot, now)
+                except Exception:  # one version's histograms must not cost every other row
+                    self.health.fault("drift_snapshot")
+                    log.exception("%s %s: drift snapshot failed (its counts are lost)", name,
+                                  version)
+                    continue
+                if row is not None:
+                    rows.append(row)
         if self.store is not None and rows:
-            self.store.append(rows)
+            try:
+                self.store.append(rows)
+            except Exception:
+                lost = max(0, len(rows) - UNFLUSHED_MAX_ROWS)
+                if lost:
+                    self.health.fault("telemetry_rows_lost", lost)
+                self._unflushed = rows[lost:]
+                raise
         return len(rows)
+
+
+def _drift_row(name: str, version: str, slot: _DriftSlot, now: float) -> dict[str, Any] | None:
+    start, slot.start = slot.start, now
+    slot.count()
+    snap = slot.acc.snapshot(reset=True)
+    if not _has_data(snap):
+        return None
+    # the compact wire form (counts only, in the reference's order): ~1-2 KB
+    data = base64.b64encode(wire.encode(slot.layout, snap)).decode()
+    return {"kind": "drift", "model": name, "version": version, "start": start, "end": now,
+            "payload": {"encoding": wire.MAGIC.decode(), "data": data}}
 
 
 def _has_data(snap: Mapping[str, Any]) -> bool:

@@ -6,12 +6,13 @@ every check."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import shlex
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from edge_runtime.package import VALIDATION, open_package
@@ -38,6 +39,7 @@ class Alerter:
         self.topics = TopicScheme(fleet.settings.fleet)
         self.webhook = webhook
         self.command = command
+        self.failures = 0  # checks of one version that raised (logged with the traceback)
 
     def _last(self, kind: str, name: str, version: str) -> str:
         rows = self.fleet.db.query("SELECT level FROM alerts WHERE kind = ? AND model = ? AND "
@@ -59,17 +61,29 @@ class Alerter:
         fired = []
         reports = {}  # decoded once per version, for drift and for the degradation proxy
         for name, version in self.drift.live_versions(since):
-            reports[(name, version)] = report = self.drift.merged_report(name, version,
-                                                                         since=since)
-            level, reasons = self.drift.level_of(name, report)
-            fired.append(self._transition("drift", name, version, level.value,
-                                          ("; ".join(reasons[:5]), {"reasons": reasons})))
+            with self._isolated("drift", name, version):
+                reports[(name, version)] = report = self.drift.merged_report(name, version,
+                                                                             since=since)
+                level, reasons = self.drift.level_of(name, report)
+                fired.append(self._transition("drift", name, version, level.value,
+                                              ("; ".join(reasons[:5]), {"reasons": reasons})))
         for name, version in self._feedback_versions(since):
-            report = reports.get((name, version))
-            grade, message, details = self._degradation(name, version, since, report)
-            fired.append(self._transition("degradation", name, version, grade,
-                                          (message, details)))
+            with self._isolated("degradation", name, version):
+                report = reports.get((name, version))
+                grade, message, details = self._degradation(name, version, since, report)
+                fired.append(self._transition("degradation", name, version, grade,
+                                              (message, details)))
         return [a for a in fired if a is not None]
+
+    @contextlib.contextmanager
+    def _isolated(self, kind: str, name: str, version: str) -> Iterator[None]:
+        """One model version that cannot be judged (its package unreadable, say) is logged
+        and counted, and the others are still checked."""
+        try:
+            yield
+        except Exception:
+            self.failures += 1
+            log.exception("%s check of %s %s failed", kind, name, version)
 
     def _transition(self, kind: str, name: str, version: str, level: str,
                     what: tuple[str, dict[str, Any]]) -> m.Alert | None:
@@ -104,9 +118,15 @@ class Alerter:
             except OSError as exc:
                 log.warning("alert webhook failed: %s", exc)
         if self.command:
-            proc = await asyncio.create_subprocess_exec(*shlex.split(self.command),
-                                                        stdin=asyncio.subprocess.PIPE)
-            await proc.communicate(body)
+            try:
+                proc = await asyncio.create_subprocess_exec(*shlex.split(self.command),
+                                                            stdin=asyncio.subprocess.PIPE)
+                await proc.communicate(body)
+            except OSError as exc:
+                log.warning("alert command failed: %s", exc)
+                return
+            if proc.returncode:
+                log.warning("alert command exited %s", proc.returncode)
 
     def _feedback_versions(self, since: float) -> list[tuple[str, str]]:
         rows = self.fleet.db.query(

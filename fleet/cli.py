@@ -50,6 +50,9 @@ def _add_fleet() -> None:
                 cli_rollout.rollout, cli_sim.sim_cmd, cli_stats.drift, cli_stats.alerts,
                 cli_stats.experiment):
         cli.add_command(cmd)
+    from fleet.cli_manager import manager
+
+    cli.add_command(manager)
 
 
 _add_fleet()

@@ -65,26 +65,48 @@ def _ago(ts: float | None) -> str:
 
 @click.command("serve")
 @fleet_opts
-@click.option("--broker", default="mqtt://127.0.0.1:1883", show_default=True)
+@click.option("--broker", default="mqtt://127.0.0.1:1883", show_default=True,
+              help="mqtt://[user@]host:port or mqtts://.")
+@click.option("--broker-password-file", type=click.Path(path_type=Path), default=None,
+              help="File holding the broker password (or EDGECTL_BROKER_PASSWORD).")
+@click.option("--broker-ca-file", type=click.Path(path_type=Path), default=None,
+              help="CA bundle that signed the broker's certificate (mqtts://).")
 @click.option("--tick", "tick_s", type=float, default=0.5, show_default=True)
 @click.option("--log-level", default="info")
-def serve_cmd(broker: str, tick_s: float, log_level: str, **kw: Any) -> None:
+@click.option("--signing-key", type=click.Path(path_type=Path), default=None,
+              help="The fleet's private key (edgectl keys generate): desired states are signed "
+                   "with it; devices refuse unsigned ones.")
+@click.option("--enrollment", type=click.Choice(["known", "open"]), default="known",
+              show_default=True,
+              help="known: only devices added with `edgectl devices add` join the inventory; "
+                   "open: any client id that speaks the protocol (labs).")
+def serve_cmd(broker: str, broker_password_file: Path | None, broker_ca_file: Path | None,
+              tick_s: float, log_level: str, **kw: Any) -> None:
     """Run the fleet manager against BROKER."""
     import asyncio
     from dataclasses import replace
 
+    from edge_runtime.cliopts import warn_password_in_argv
     from edge_runtime.protocol.mqtt import MqttLink
     from fleet.core import Fleet
-    from fleet.manager import FleetManager
+    from fleet.manager import ENROLLMENT_HELP, FleetManager
+    from fleet.settings import BROKER_PASSWORD_ENV, Enrollment, broker_password
 
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = replace(_settings(kw, broker), tick_s=tick_s)
+    mqtt = MqttSettings.from_url(broker, password=broker_password(broker_password_file),
+                                 ca_file=broker_ca_file)
+    warn_password_in_argv("--broker", broker, f"--broker-password-file or {BROKER_PASSWORD_ENV}")
+    settings = replace(_settings(kw), mqtt=mqtt, tick_s=tick_s,
+                       signing_key=kw.pop("signing_key"))
+    settings = replace(settings, enrollment=Enrollment(kw.pop("enrollment")))
 
     async def main() -> None:
         manager = FleetManager(Fleet(settings), lambda **k: MqttLink(settings.mqtt, **k))
         await manager.start()
-        click.echo(f"fleet manager for {settings.fleet!r} on {broker}", err=True)
+        click.echo(f"fleet manager for {settings.fleet!r} on {mqtt.url}", err=True)
+        click.echo(f"enrollment {settings.enrollment.value}: "
+                   f"{ENROLLMENT_HELP[settings.enrollment]}", err=True)
         await asyncio.Event().wait()
 
     asyncio.run(main())
@@ -111,6 +133,28 @@ def devices_list(target: str, as_json: bool, **kw: Any) -> None:
                      " ".join(f"{n}={v['active']}({v['state']})" for n, v in d["models"].items())]
                     for d in docs])
     out(docs, as_json, table if docs else "no devices")
+
+
+@devices.command("add")
+@click.argument("device_ids", metavar="DEVICE...", nargs=-1, required=True)
+@fleet_opts
+@click.option("--group", default=None, help="Group to target before the device reports its own.")
+@click.option("--tags", default="", help="Comma-separated tags, likewise.")
+@json_opt
+def devices_add(device_ids: tuple[str, ...], group: str | None, tags: str, as_json: bool,
+                **kw: Any) -> None:
+    """Enroll devices (a manager with enrollment known takes messages only from these)."""
+    from edge_runtime.protocol.topics import check_id
+
+    for device in device_ids:  # all or none
+        check_id("device", device)
+    fleet = open_fleet(kw)
+    tag_list = tuple(filter(None, tags.split(",")))
+    added = [d for d in device_ids if fleet.inventory.register(d, group=group, tags=tag_list)]
+    known = [d for d in device_ids if d not in added]
+    out({"added": added, "already": known}, as_json,
+        f"added {len(added)} device(s)" + (f"; already enrolled: {', '.join(known)}"
+                                           if known else ""))
 
 
 @devices.command("show")

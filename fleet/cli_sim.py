@@ -27,6 +27,10 @@ def _versions(text: str) -> dict[str, float]:
 @click.option("--broker", default="mqtt://127.0.0.1:1883", show_default=True)
 @click.option("--fleet", "fleet_name", default="default", show_default=True)
 @click.option("--trusted-keys", multiple=True, type=click.Path(path_type=Path))
+@click.option("--fleet-keys", multiple=True, type=click.Path(path_type=Path),
+              help="Keys desired states must be signed with (default: --trusted-keys).")
+@click.option("--allow-unsigned-desired", is_flag=True,
+              help="Development only: accept unsigned desired states.")
 @click.option("--groups", default="sim", show_default=True, help="Comma-separated groups.")
 @click.option("--rps", type=float, default=5.0, show_default=True, help="Requests/s per device.")
 @click.option("--telemetry-interval", type=float, default=1.0, show_default=True)
@@ -39,16 +43,18 @@ def _versions(text: str) -> dict[str, float]:
 @click.option("--duration", type=float, default=0.0, help="Seconds to run (0 = forever).")
 @click.option("--workdir", type=click.Path(path_type=Path), default=None)
 def sim_cmd(devices: int, broker: str, fleet_name: str, trusted_keys: tuple[Path, ...],
-            groups: str, rps: float, telemetry_interval: float, offline_fraction: float,
-            offline_for: float, failing: str, error_rates: str, slow: str,
-            drift_fraction: float, duration: float, workdir: Path | None) -> None:
+            fleet_keys: tuple[Path, ...], allow_unsigned_desired: bool, groups: str, rps: float,
+            telemetry_interval: float, offline_fraction: float, offline_for: float,
+            failing: str, error_rates: str, slow: str, drift_fraction: float, duration: float,
+            workdir: Path | None) -> None:
     """Simulate a fleet: real MQTT clients running the real device agent."""
     logging.basicConfig(level="WARNING")
     knobs = SimKnobs(failing=frozenset(filter(None, failing.split(","))),
                      error_rates=_versions(error_rates), extra_latency_ms=_versions(slow),
                      drift_fraction=drift_fraction)
     cfg = SimConfig(devices, MqttSettings.from_url(broker), fleet=fleet_name,
-                    trusted_keys=trusted_keys, workdir=workdir,
+                    trusted_keys=trusted_keys, fleet_keys=fleet_keys,
+                    allow_unsigned_desired=allow_unsigned_desired, workdir=workdir,
                     groups=tuple(groups.split(",")), rps=rps,
                     telemetry_interval_s=telemetry_interval, offline_fraction=offline_fraction,
                     offline_for_s=offline_for, knobs=knobs)
@@ -56,7 +62,7 @@ def sim_cmd(devices: int, broker: str, fleet_name: str, trusted_keys: tuple[Path
     async def main() -> None:
         sim = Simulator(cfg)
         await sim.start()
-        click.echo(f"{devices} simulated devices on {broker}", err=True)
+        click.echo(f"{devices} simulated devices on {cfg.mqtt.url}", err=True)
         try:
             await asyncio.sleep(duration if duration > 0 else 1e9)
         finally:

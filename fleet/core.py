@@ -24,7 +24,8 @@ class Fleet:
                                       TrustStore.load(settings.trusted_keys),
                                       allow_unsigned=settings.allow_unsigned)
         self.inventory = Inventory(self.db)
-        self.desired = DesiredStates(self.db, self.registry, artifact_url=settings.artifact_url)
+        self.desired = DesiredStates(self.db, self.registry, artifact_url=settings.artifact_url,
+                                     fleet=settings.fleet, signing_key=settings.signing_key)
         self.drift = DriftService(self.db, self.registry)
         self.rollouts = RolloutRunner(self.db, self.registry, self.inventory, self.desired,
                                       drift=self.drift)

@@ -1,27 +1,40 @@
 """Assignments (what each device should run) -> retained desired-state documents.
 
 A document's generation grows only when its content changes, so a restarted manager recomputes
-the same documents and tells no device anything new or different.
+the same documents and tells no device anything new or different. Each document names its fleet
+and device and is published sealed (``edge_runtime.protocol.signed``): signed with the fleet
+key when the manager has one, which is what devices require.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from edge_runtime.protocol import messages as m
+from edge_runtime.protocol.signed import seal
+from edge_runtime.signing import Signer
 from edge_runtime.store.db import Database
 from fleet.registry import ModelRegistry, ModelVersion
+
+log = logging.getLogger("fleet.desired")
 
 
 class DesiredStates:
     def __init__(self, db: Database, registry: ModelRegistry, *,
-                 artifact_url: str | None = None) -> None:
+                 artifact_url: str | None = None, fleet: str = "default",
+                 signing_key: Path | None = None) -> None:
         self.db = db
         self.registry = registry
         self.artifact_url = artifact_url  # base URL for HTTP delivery (large models), optional
+        self.fleet = fleet
+        # loaded now: a key that cannot be read stops the manager at start, not on a tick
+        self.signer = Signer.load(signing_key) if signing_key is not None else None
+        self._warned_unsigned = False
         # a published (name, version) never changes content, so lookups are cached
         self._versions: dict[tuple[str, str], ModelVersion] = {}
         # set by Experiments: the request-level experiment block of a device's model, if any
@@ -76,9 +89,10 @@ class DesiredStates:
                                     (device,))
                 if row and json.loads(row[0]["doc"])["models"] == models:
                     continue
-                generation = (row[0]["generation"] if row else 0) + 1
-                doc = {"schema_version": m.SCHEMA_VERSION, "generation": generation,
-                       "models": models, "ts": time.time()}
+                generation = (row[0]["generation"] if row else self._reported(device)) + 1
+                doc = {"schema_version": m.SCHEMA_VERSION, "fleet": self.fleet,
+                       "device": device, "generation": generation, "models": models,
+                       "ts": time.time()}
                 changed.append((device, generation, json.dumps(doc)))
         finally:
             if changed:
@@ -88,10 +102,29 @@ class DesiredStates:
                                     "doc = excluded.doc", changed)
         return [device for device, _g, _doc in changed]
 
+    def _reported(self, device: str) -> int:
+        """A device's first document from this database starts above the generation the device
+        reports: it refuses anything older than what it last accepted (a manager that lost its
+        database would otherwise never reach it again)."""
+        rows = self.db.query("SELECT reported_generation FROM devices WHERE id = ?", (device,))
+        # capped: what a device reports is its own word, and must not overflow SQLite's integers
+        return min(int(rows[0][0]), 2**62) if rows else 0
+
     def unpublished(self, limit: int = 500) -> list[tuple[str, int, bytes]]:
+        """(device, generation, sealed envelope) of documents not yet published."""
         rows = self.db.query("SELECT device, generation, doc FROM desired "
                              "WHERE published_generation < generation LIMIT ?", (limit,))
-        return [(r["device"], r["generation"], r["doc"].encode()) for r in rows]
+        if rows and self.signer is None and not self._warned_unsigned:
+            self._warned_unsigned = True
+            log.warning("no signing key: desired states go out unsigned, and devices refuse "
+                        "them unless they run with allow_unsigned_desired (development only)")
+        return [(r["device"], r["generation"], self._seal(r["device"], r["doc"])) for r in rows]
+
+    def _seal(self, device: str, text: str) -> bytes:
+        doc = json.loads(text)
+        # the topic's fleet and device, also for rows written before documents named them
+        doc["fleet"], doc["device"] = self.fleet, device
+        return seal(doc, self.signer)
 
     def mark_published(self, done: list[tuple[str, int]]) -> None:
         with self.db.transaction() as cur:

@@ -1,4 +1,8 @@
-"""Device inventory: presence (with session numbers), what each device reports, and targets."""
+"""Device inventory: presence (with session numbers), what each device reports, and targets.
+
+A device is in the inventory once registered (`register`, `edgectl devices add`) or, with open
+enrollment, once it has sent a valid message; the manager decides which (``ManagerSettings
+.enrollment``) before it calls the ``on_*`` methods."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge_runtime.protocol import messages as m
+from edge_runtime.protocol.topics import check_id
 from edge_runtime.store.db import Database
 from fleet.errors import BadTarget, UnknownDevice
 
@@ -69,12 +74,40 @@ def _row(r: Any) -> Device:
 class Inventory:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._known: set[str] = set()  # ids seen in the table (rows are never removed)
+
+    def register(self, device: str, *, group: str | None = None,
+                 tags: tuple[str, ...] = ()) -> bool:
+        """Enroll a device before it connects (`edgectl devices add`); False when it already
+        is. Its own reports replace the group and tags given here."""
+        check_id("device", device)
+        for tag in tags:
+            check_id("tag", tag)
+        if group is not None:
+            check_id("group", group)
+        with self.db.transaction() as cur:
+            return bool(cur.execute(
+                "INSERT INTO devices (id, first_seen, last_seen, grp, tags) VALUES "
+                "(?, 0, 0, ?, ?) ON CONFLICT(id) DO NOTHING",
+                (device, group, json.dumps(list(tags)))).rowcount)
+
+    def known(self, cur: Any, device: str) -> bool:
+        """Whether the device is in the inventory (registered, or enrolled earlier)."""
+        if device in self._known:
+            return True
+        if cur.execute("SELECT 1 FROM devices WHERE id = ?", (device,)).fetchone() is None:
+            return False
+        self._known.add(device)
+        return True
 
     @staticmethod
     def _touch(cur: Any, device: str, now: float) -> None:
+        """Refresh last_seen, inserting the device if it is new (enrollment was decided by the
+        caller); a registered device that was never seen gets its first_seen now."""
         cur.execute("INSERT INTO devices (id, first_seen, last_seen) VALUES (?, ?, ?) "
-                    "ON CONFLICT(id) DO UPDATE SET last_seen = MAX(last_seen, excluded.last_seen)",
-                    (device, now, now))
+                    "ON CONFLICT(id) DO UPDATE SET last_seen = MAX(last_seen, excluded.last_seen),"
+                    " first_seen = CASE WHEN first_seen = 0 THEN excluded.first_seen "
+                    "ELSE first_seen END", (device, now, now))
 
     def on_status(self, cur: Any, device: str, status: m.Status) -> bool:
         """Apply a presence message unless it comes from an older session (a stale will)."""
@@ -92,15 +125,16 @@ class Inventory:
         cur.execute("UPDATE devices SET status = 'online' WHERE id = ? AND session <= ?",
                     (device, hb.session))
 
-    def on_reported(self, cur: Any, device: str, rep: m.Reported, raw: dict[str, Any]) -> bool:
-        """Store the reported state; True when the device is new (first report)."""
+    def on_reported(self, cur: Any, device: str, rep: m.Reported) -> bool:
+        """Store the reported state (as decoded: only what the schema defines); True when the
+        device is new (first report)."""
         now = time.time()
         new = cur.execute("SELECT reported FROM devices WHERE id = ?", (device,)).fetchone()
         self._touch(cur, device, now)
         cur.execute("UPDATE devices SET tags = ?, grp = ?, profile = ?, reported = ?, "
                     "reported_generation = ? WHERE id = ?",
-                    (json.dumps(list(rep.tags)), rep.group, rep.profile, json.dumps(raw),
-                     rep.generation, device))
+                    (json.dumps(list(rep.tags)), rep.group, rep.profile,
+                     m.encode(rep).decode(), rep.generation, device))
         return new is None or new[0] is None
 
     def devices(self, target: Target | None = None) -> list[Device]:

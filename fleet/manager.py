@@ -1,88 +1,86 @@
 """`edgectl serve`: the fleet manager service.
 
-Ingests presence, reported state, events and telemetry in batches (one transaction per batch,
-deduplicated by message id), serves artifact chunks, advances rollouts and publishes retained
-desired states on a tick. Malformed payloads are logged and dropped.
+Ingests presence, reported state, events and telemetry in batches (`fleet.ingest`: every message
+decoded and range-checked first, a bad one logged, counted and dropped), serves artifact chunks,
+advances rollouts and publishes retained desired states on a tick, and checks alerts on a timer.
+Each of these loops runs under a `Supervisor`: an unexpected exception is logged with its
+traceback, counted and the loop restarted with backoff. Counters and task health are saved to
+the database every ``health_interval_s`` for `edgectl manager status`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
-
-import orjson
 
 from edge_runtime.errors import EdgeRuntimeError
-from edge_runtime.monitor.histogram import LogHistogram
 from edge_runtime.protocol import messages as m
 from edge_runtime.protocol.link import Link, LinkTimeout, Message, NotConnected
+from edge_runtime.protocol.schema import Defect, MessageInvalid
 from edge_runtime.protocol.topics import TopicScheme
+from edge_runtime.supervise import Supervisor
+from fleet import health
 from fleet.alerts import Alerter
 from fleet.core import Fleet
 from fleet.deploy import standing
+from fleet.ingest import SUBSCRIBED, Ingestor
 from fleet.registry import ModelVersion
+from fleet.settings import Enrollment
 
 log = logging.getLogger("fleet.manager")
-SUBSCRIBED = ("status", "heartbeat", "reported", "events", "telemetry", "artifact/req")
 # Chunk requests answered at once: each waits for the broker's acks in the background, so one
 # slow round trip does not hold up every other download; bounded to cap buffered chunks
 # (16 chunks of 64 KB per request: about 32 MB at most).
 CHUNK_JOBS = 32
-# Latest swap state per device and model; older news (by the device's clock) never wins.
-_STATE_UPSERT = ("INSERT INTO device_state VALUES (?, ?, ?, ?, ?, ?, ?) "
-                 "ON CONFLICT(device, name) DO UPDATE SET "
-                 "version = COALESCE(excluded.version, version), "
-                 "deployment = excluded.deployment, state = excluded.state, "
-                 "reason = excluded.reason, ts = excluded.ts WHERE excluded.ts >= ts")
-
-
-def _metrics_row(p: dict[str, Any]) -> tuple[int, int, str, str]:
-    """(requests, errors, errors by kind, latency) of a metrics payload, checked here: the
-    rollout gates merge these rows later, and one bad row there would stop every tick."""
-    requests, errors = p.get("requests"), p.get("errors", {})
-    if type(requests) is not int or requests < 0:
-        raise m.MessageInvalid("telemetry", "metrics 'requests' must be a count")
-    if not isinstance(errors, dict) or any(type(n) is not int or n < 0
-                                           for n in errors.values()):
-        raise m.MessageInvalid("telemetry", "metrics 'errors' must map kinds to counts")
-    try:
-        LogHistogram.from_dict(p.get("latency") or {})
-    except ValueError as exc:
-        raise m.MessageInvalid("telemetry", f"metrics 'latency': {exc}") from exc
-    return (requests, sum(errors.values()), orjson.dumps(errors).decode(),
-            orjson.dumps(p["latency"]).decode())
+ENROLLMENT_HELP = {
+    Enrollment.KNOWN: "only devices registered with `edgectl devices add` join the inventory",
+    Enrollment.OPEN: "any client id that speaks the protocol joins the inventory",
+}
 
 
 class FleetManager:
     def __init__(self, fleet: Fleet, link_factory: Callable[..., Link]) -> None:
+        s = fleet.settings
         self.fleet = fleet
-        self.topics = TopicScheme(fleet.settings.fleet)
-        self.link = link_factory(client_id=fleet.settings.client_id, on_connect=self._resync)
-        self.stats = {"messages": 0, "dropped": 0, "duplicates": 0, "batches": 0}
-        self._tasks: list[asyncio.Task[Any]] = []
-        self._new_devices: set[str] = set()
-        self._chunk_jobs: asyncio.Queue[tuple[str, m.ArtifactRequest]] = asyncio.Queue()
+        self.topics = TopicScheme(s.fleet)
+        self.link = link_factory(client_id=s.client_id, on_connect=self._resync)
+        self.supervisor = Supervisor(log)
+        self.ingestor = Ingestor(fleet, on_artifact_request=self._queue_chunks,
+                                 counts=health.load_counts(fleet.db))
+        self.started_at = time.time()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._chunk_jobs: asyncio.Queue[tuple[str, ModelVersion, tuple[int, ...]]] = \
+            asyncio.Queue(maxsize=s.chunk_queue)
         self._sending: set[asyncio.Task[None]] = set()
         self._artifacts: dict[str, ModelVersion] = {}  # by sha256; published content is immutable
-        s = fleet.settings
         self.alerter = Alerter(fleet, fleet.drift, self._publish_alert, window_s=s.drift_window_s,
                                webhook=s.alert_webhook, command=s.alert_command)
-        self._next_checks = 0.0
+
+    @property
+    def stats(self) -> dict[str, int]:
+        c = self.ingestor.counts
+        return {"messages": c.messages, "dropped": c.dropped, "duplicates": c.duplicates,
+                "batches": c.batches}
 
     async def start(self) -> None:
         await self.link.subscribe(*(self.topics.all_devices(k) for k in SUBSCRIBED))
         await self.link.start()
-        for coro in (self._pump(), self._tick_loop(), self._chunk_loop()):
-            self._tasks.append(asyncio.ensure_future(coro))
+        for name, loop in (("ingest", self._pump), ("tick", self._tick_loop),
+                           ("alerts", self._alert_loop), ("artifacts", self._chunk_loop),
+                           ("health", self._health_loop)):
+            self._tasks.append(self.supervisor.spawn(name, loop))
+        enrollment = self.fleet.settings.enrollment
+        log.info("enrollment %s: %s", enrollment.value, ENROLLMENT_HELP[enrollment])
 
     async def stop(self) -> None:
-        for task in (*self._tasks, *self._sending):
+        await self.supervisor.stop()
+        for task in self._sending:
             task.cancel()
+        with contextlib.suppress(Exception):  # the database may be gone with the process
+            self.save_health()
         await self.link.stop()
 
     async def _resync(self) -> None:
@@ -103,96 +101,37 @@ class FleetManager:
 
     def ingest(self, batch: list[Message]) -> None:
         """Handle a batch of messages in one transaction (idempotent per message id)."""
-        with self.fleet.db.transaction() as cur:
-            for msg in batch:
-                try:
-                    self._handle(cur, msg)
-                except (m.MessageInvalid, ValueError, KeyError, TypeError) as exc:
-                    self.stats["dropped"] += 1
-                    log.warning("dropped %s: %s", msg.topic, exc)
-        self.stats["messages"] += len(batch)
-        self.stats["batches"] += 1
-
-    def _handle(self, cur: Any, msg: Message) -> None:
-        parsed = self.topics.parse(msg.topic)
-        if parsed is None:
-            raise ValueError("not a device topic of this fleet")
-        device, kind = parsed.device, parsed.kind
-        if kind == "telemetry":
-            self._telemetry(cur, device, m.Telemetry.decode(msg.payload))
-        elif kind == "events":
-            self._event(cur, device, msg.payload)
-        elif kind == "status":
-            self.fleet.inventory.on_status(cur, device, m.Status.decode(msg.payload))
-        elif kind == "heartbeat":
-            self.fleet.inventory.on_heartbeat(cur, device, m.Heartbeat.decode(msg.payload))
-        elif kind == "reported":
-            rep = m.Reported.decode(msg.payload)
-            if self.fleet.inventory.on_reported(cur, device, rep, orjson.loads(msg.payload)):
-                self._new_devices.add(device)
-            self._reported_states(cur, device, rep)
-        elif kind == "artifact/req":
-            self._chunk_jobs.put_nowait((device, m.ArtifactRequest.decode(msg.payload)))
-
-    def _telemetry(self, cur: Any, device: str, t: m.Telemetry) -> None:
-        row = _metrics_row(t.payload) if t.kind == "metrics" else None
-        if cur.execute("INSERT OR IGNORE INTO seen VALUES (?, ?)",
-                       (t.msg_id, time.time())).rowcount == 0:
-            self.stats["duplicates"] += 1
-            return
-        if t.model is None or t.version is None:
-            return
-        p = t.payload
-        if row is not None:
-            cur.execute("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (device, t.model, t.version, t.start, t.end, *row))
-        elif t.kind == "drift":
-            cur.execute("INSERT INTO drift VALUES (?, ?, ?, ?, ?, ?)",
-                        (device, t.model, t.version, t.start, t.end, json.dumps(p)))
-        elif t.kind == "feedback":
-            cur.execute("INSERT INTO feedback VALUES (?, ?, ?, ?, ?, ?)",
-                        (device, t.model, t.version, t.end, int(p["n"]), int(p["correct"])))
-
-    def _event(self, cur: Any, device: str, payload: bytes) -> None:
-        e = m.Event.decode(payload)
-        msg_id = orjson.loads(payload).get("msg_id") or f"{device}:{e.seq}:{e.ts}"
-        if cur.execute("INSERT OR IGNORE INTO events (msg_id, device, deployment, name, version, "
-                       "state, reason, ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                       (msg_id, device, e.deployment, e.name, e.version, e.state, e.reason,
-                        e.ts)).rowcount == 0:
-            self.stats["duplicates"] += 1
-            return
-        cur.execute(_STATE_UPSERT, (device, e.name, e.version, e.deployment, e.state, e.reason,
-                                    e.ts))
-
-    def _reported_states(self, cur: Any, device: str, rep: m.Reported) -> None:
-        """The retained report carries each model's latest swap state: it stands in for events
-        lost on the way (a broker restarted without persistence drops the manager's session, so
-        events a device sends before the manager is back are gone; the device re-reports)."""
-        for name, model in rep.models.items():
-            if model.deployment is None:
-                continue
-            version = model.active if model.state in ("probation", "committed") else None
-            cur.execute(_STATE_UPSERT + " AND (state != excluded.state OR deployment IS NOT "
-                        "excluded.deployment)", (device, name, version, model.deployment,
-                                                 model.state, model.reason, rep.ts))
+        self.ingestor.ingest(batch)
 
     # -- artifacts ---------------------------------------------------------------------------------
+    def _queue_chunks(self, device: str, req: m.ArtifactRequest) -> None:
+        kind = "artifact request"
+        mv = self._artifact(req.sha256)
+        if mv is None:
+            raise MessageInvalid(kind, f"unknown artifact {req.sha256[:12]}",
+                                 Defect.UNKNOWN_VERSION)
+        if max(req.chunks) >= len(mv.chunks):
+            raise MessageInvalid(kind, f"{mv.name} {mv.version} has {len(mv.chunks)} chunks",
+                                 Defect.OUT_OF_RANGE)
+        try:
+            self._chunk_jobs.put_nowait((device, mv, req.chunks))
+        except asyncio.QueueFull:
+            raise MessageInvalid(kind, "too many requests waiting", Defect.BUSY) from None
+
     async def _chunk_loop(self) -> None:
         window = asyncio.Semaphore(CHUNK_JOBS)
         while True:
-            device, req = await self._chunk_jobs.get()
-            mv = self._artifact(req.sha256)
-            if mv is None:
-                log.warning("%s asked for unknown artifact %s", device, req.sha256[:12])
-                continue
+            device, mv, chunks = await self._chunk_jobs.get()
             await window.acquire()
-            task = asyncio.ensure_future(self._send_chunks(device, mv, req.chunks))
+            task = asyncio.ensure_future(self._send_chunks(device, mv, chunks))
             self._sending.add(task)
 
-            def sent(t: asyncio.Task[None]) -> None:
+            def sent(t: asyncio.Task[None], sha: str = mv.sha256) -> None:
                 self._sending.discard(t)
                 window.release()
+                if not t.cancelled() and (exc := t.exception()) is not None:
+                    self.ingestor.counts.drop("artifact/req", Defect.ERROR)
+                    log.error("sending chunks of %s failed", sha[:12], exc_info=exc)
 
             task.add_done_callback(sent)
 
@@ -208,8 +147,6 @@ class FleetManager:
         with contextlib.suppress(NotConnected, LinkTimeout), mv.path.open("rb") as fh:
             sends = []
             for index in chunks:
-                if index >= len(mv.chunks):
-                    continue
                 fh.seek(index * mv.chunk_size)
                 chunk = m.ArtifactChunk(mv.sha256, index, fh.read(mv.chunk_size))
                 sends.append(self.link.publish(self.topics.artifact_chunk(device),
@@ -221,24 +158,27 @@ class FleetManager:
         while True:
             try:
                 await self.tick()
-            except EdgeRuntimeError as exc:
+            except EdgeRuntimeError as exc:  # expected trouble; anything else: the supervisor
                 log.error("tick failed: %s", exc)
             await asyncio.sleep(self.fleet.settings.tick_s)
 
     async def tick(self) -> None:
         f = self.fleet
         touched = set(f.rollouts.tick())
-        new, self._new_devices = self._new_devices, set()
+        new, self.ingestor.new_devices = self.ingestor.new_devices, set()
         for device in new:
             if standing(f.db, f.desired, f.inventory.get(device)):
                 touched.add(device)
         touched |= f.experiments.tick()
         f.desired.recompute(sorted(touched | self._pending_recompute()))
         await self.publish_desired()
-        if time.time() >= self._next_checks:  # drift/degradation alerts, experiment looks
-            self._next_checks = time.time() + f.settings.alert_interval_s
+
+    async def _alert_loop(self) -> None:
+        """Drift/degradation alerts and experiment looks, now and every alert_interval_s."""
+        while True:
             await self.alerter.check()
-            f.experiments.look()
+            self.fleet.experiments.look()
+            await asyncio.sleep(self.fleet.settings.alert_interval_s)
 
     async def _publish_alert(self, topic: str, body: bytes) -> None:
         await self.link.publish(topic, body)
@@ -266,3 +206,18 @@ class FleetManager:
                 if not isinstance(res, BaseException)]
         self.fleet.desired.mark_published(done)
         return len(done)
+
+    # -- health ----------------------------------------------------------------------------------
+    async def _health_loop(self) -> None:
+        while True:
+            self.save_health()
+            await asyncio.sleep(self.fleet.settings.health_interval_s)
+
+    def save_health(self) -> None:
+        health.save(self.fleet.db, counts=self.ingestor.counts,
+                    tasks=self.supervisor.snapshot(), started_at=self.started_at,
+                    enrollment=self.fleet.settings.enrollment.value,
+                    extra={"connected": self.link.connected,
+                           "inbound_dropped": self.link.inbound_dropped,
+                           "chunk_requests_waiting": self._chunk_jobs.qsize(),
+                           "alert_check_failures": self.alerter.failures})

@@ -48,6 +48,8 @@ class SimConfig:
     mqtt: MqttSettings
     fleet: str = "default"
     trusted_keys: tuple[Path, ...] = ()
+    fleet_keys: tuple[Path, ...] = ()  # desired states' signers (default: trusted_keys)
+    allow_unsigned_desired: bool = False
     workdir: Path | None = None
     groups: tuple[str, ...] = ("sim",)
     tags: tuple[str, ...] = ("sim",)
@@ -113,7 +115,9 @@ class SimDevice:
         self.agent = DeviceAgent(
             self.runtime, lambda **kw: MqttLink(cfg.mqtt, **kw),
             AgentSettings(self.id, fleet=cfg.fleet, tags=cfg.tags, group=group,
-                          profile="sim", heartbeat_s=cfg.heartbeat_s))
+                          profile="sim", heartbeat_s=cfg.heartbeat_s,
+                          fleet_keys=cfg.fleet_keys or cfg.trusted_keys,
+                          allow_unsigned_desired=cfg.allow_unsigned_desired))
         self._tasks: list[asyncio.Task[Any]] = []
 
     async def start(self) -> None:

@@ -89,6 +89,9 @@ def run_fleet_demo(out: Path, sh: Sh, common: list[Any]) -> None:
         sh("edgectl", "convert", out / "digits-mlp.joblib", "--version", version,
            "--precision", precision, *[c if c != out / "packages" else fleet_pkgs
                                        for c in common])
+    # the manager signs desired states with its own key; devices trust only its public half
+    # for them (the release key that signs packages can stay offline)
+    sh("edgectl", "keys", "generate", "--out", out / "fleet-key", "--name", "fleet", "--force")
     port = _free_port()
     broker_url = f"mqtt://127.0.0.1:{port}"
     db = ["--db", out / "fleet.db", "--artifacts", out / "fleet-artifacts", "--trusted-keys",
@@ -97,15 +100,21 @@ def run_fleet_demo(out: Path, sh: Sh, common: list[Any]) -> None:
     time.sleep(0.3)
     try:
         procs.append(_bg([BIN / "edgectl", "serve", "--broker", broker_url, "--tick", "0.2",
-                          *db], out / "manager.log"))
+                          "--signing-key", out / "fleet-key" / "fleet.key", *db],
+                         out / "manager.log"))
         for v in ("1", "2", "3"):
             sh("edgectl", "models", "publish", fleet_pkgs / f"digits-{v}.edgepkg", *db)
+        # enrollment known (the default): the manager takes only registered devices, so the
+        # ids `edgectl sim` gives its devices are registered first
+        sh("edgectl", "devices", "add", *(f"sim-{i:05d}" for i in range(20)), "--group", "sim",
+           *db)
         procs.append(_bg([BIN / "edgectl", "sim", "--devices", "20", "--broker", broker_url,
-                          "--trusted-keys", out / "keys", "--rps", "20",
+                          "--trusted-keys", out / "keys", "--fleet-keys",
+                          out / "fleet-key" / "fleet.pub", "--rps", "20",
                           "--telemetry-interval", "0.5", "--error-rates", "3=0.3"],
                          out / "sim.log"))
-        _wait(lambda: len(json.loads(_run("edgectl", "devices", "list", "--json", *db))) == 20,
-              "20 devices to appear")
+        _wait(lambda: sum(d["status"] == "online" for d in json.loads(
+            _run("edgectl", "devices", "list", "--json", *db))) == 20, "20 devices online")
         sh("edgectl", "deploy", "digits", "1", "--to", "group:sim", *db)
         sh("edgectl", "models", "alias", "digits", "production", "1", *db)
         _wait(lambda: _on_version(db, "1") == 20, "v1 on every device")

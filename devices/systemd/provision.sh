@@ -17,6 +17,8 @@ usage: provision.sh --device-id ID --broker HOST[:PORT] [options]
   --tags A,B         the device's tags, for targeting (--to tag:A)
   --keys PATH        public key file or directory of *.pub packages must be signed with
                      (default: /etc/edge-runtime/keys)
+  --fleet-keys PATH  public key file or directory of *.pub the manager's desired states must
+                     be signed with (default: the --keys, when one key signs both)
   --store DIR        model store (default: /var/lib/edge-runtime/store)
   --port N           HTTP port on 127.0.0.1 (default: 8080)
   --config FILE      where to write (default: /etc/edge-runtime/config.toml)
@@ -26,15 +28,15 @@ USAGE
 
 die() { echo "provision.sh: $*" >&2; exit 2; }
 
-device_id="" broker="" password="" ca="" fleet="default" group="" tags=""
+device_id="" broker="" password="" ca="" fleet="default" group="" tags="" fleet_keys=""
 keys="/etc/edge-runtime/keys" store="/var/lib/edge-runtime/store" port="8080"
 config="/etc/edge-runtime/config.toml" owner_group="edge"
 
 while [ $# -gt 0 ]; do
     case "$1" in
         -h|--help) usage; exit 0 ;;
-        --device-id|--broker|--password|--ca|--fleet|--group|--tags|--keys|--store|--port|\
---config|--owner-group)
+        --device-id|--broker|--password|--ca|--fleet|--group|--tags|--keys|--fleet-keys|\
+--store|--port|--config|--owner-group)
             [ $# -ge 2 ] || die "$1 needs a value"
             opt=$(printf '%s' "${1#--}" | tr - _)
             eval "$opt=\$2"
@@ -54,7 +56,7 @@ matches "$fleet" "$id_re" || die "fleet '$fleet': use 1-64 of A-Z a-z 0-9 . _ -"
 [ -z "$tags" ] || matches "$tags" "$id_re(,$id_re)*" || die "tags '$tags': use A,B,..."
 matches "$port" '[0-9]{1,5}' || die "port '$port' is not a number"
 matches "$broker" '[A-Za-z0-9.-]+(:[0-9]{1,5})?' || die "broker '$broker': use HOST or HOST:PORT"
-for path in "$keys" "$store" "$config" ${ca:+"$ca"}; do
+for path in "$keys" "$store" "$config" ${ca:+"$ca"} ${fleet_keys:+"$fleet_keys"}; do
     case "$path" in *'"'*|*'\'*) die "path '$path' must not contain quotes or backslashes" ;; esac
 done
 
@@ -87,6 +89,7 @@ trap 'rm -f "$tmp"' EXIT
     echo "host = \"127.0.0.1\""
     echo "port = $port"
     echo "trusted_keys = [\"$keys\"]"
+    [ -z "$fleet_keys" ] || echo "fleet_keys = [\"$fleet_keys\"]"
     echo "fleet_url = \"$scheme://$device_id:$password@$broker\""
     echo "fleet = \"$fleet\""
     echo "device_id = \"$device_id\""
@@ -106,3 +109,6 @@ trap - EXIT
 echo "wrote $config for device $device_id ($scheme://$broker, fleet $fleet)"
 echo "on the broker, add the device's login:"
 echo "  mosquitto_passwd -b /etc/mosquitto/edge/passwd $device_id $password && systemctl reload mosquitto"
+echo "on the fleet manager, enroll it (a manager with enrollment known, the default, ignores"
+echo "devices it does not know):"
+echo "  edgectl devices add $device_id${group:+ --group $group}${tags:+ --tags $tags} --db FLEET.db"

@@ -4,6 +4,11 @@ It keeps serving and buffering while offline, converges when the broker comes ba
 artifacts in verified chunks, watches each new version through probation and rolls itself back
 when the version breaks the limits. Swap events and telemetry go through the store's outbox, so
 they survive restarts and are sent at least once (the manager deduplicates by message id).
+
+Inbound messages are checked before they change anything: a desired state must be signed by a
+trusted fleet key, name this device and be newer than the last one accepted (``DesiredGate``);
+an artifact chunk must answer the outstanding request (``ChunkWindow``). Drops are counted
+(``Drops``) and the background loops run under a ``Supervisor``; both show in ``status()``.
 """
 
 from __future__ import annotations
@@ -13,21 +18,27 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 
+from edge_runtime.agent.chunks import ChunkWindow
 from edge_runtime.agent.download import PartialDownload, http_download
+from edge_runtime.agent.drops import Drops
+from edge_runtime.agent.outbox import OutboxSender
 from edge_runtime.agent.probation import Observed, judge
 from edge_runtime.agent.reported import build_reported
-from edge_runtime.errors import EdgeRuntimeError
+from edge_runtime.errors import ConfigError, EdgeRuntimeError
 from edge_runtime.protocol import messages as m
 from edge_runtime.protocol.link import Link, LinkTimeout, NotConnected
+from edge_runtime.protocol.signed import DesiredGate
 from edge_runtime.protocol.topics import TopicScheme
 from edge_runtime.registry import Split
 from edge_runtime.runtime import Runtime
+from edge_runtime.signing import TrustStore
+from edge_runtime.supervise import Supervisor
 from edge_runtime.swap import records
 from edge_runtime.swap.machine import Event, State, SwapRecord
 
@@ -49,6 +60,10 @@ class AgentSettings:
     chunk_window: int = 16
     chunk_timeout_s: float = 5.0
     probation_poll_s: float = 0.5
+    # public keys desired states must be signed with (files or directories of *.pub)
+    fleet_keys: tuple[Path, ...] = ()
+    # development only: also accept unsigned desired states (or signed by an unknown key)
+    allow_unsigned_desired: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -65,12 +80,20 @@ class DeviceAgent:
         self._applied = 0
         self._seq = 0
         self._wake = asyncio.Event()
-        self._outbox_wake = asyncio.Event()
-        self._chunks: asyncio.Queue[m.ArtifactChunk] = asyncio.Queue()
+        self._gate = DesiredGate(TrustStore.load(settings.fleet_keys), device=self.device,
+                                 fleet=settings.fleet,
+                                 allow_unsigned=settings.allow_unsigned_desired)
+        self._window = ChunkWindow()
+        self.drops = Drops(self.device, log)
+        self._sup = Supervisor(log)
         self._started = time.monotonic()
-        self._tasks: list[asyncio.Task[Any]] = []
+        self._tasks: list[asyncio.Task[Any]] = []  # supervised loops and pending reports
         self.link = link_factory(client_id=f"{settings.fleet}.{settings.device_id}",
                                  will=self._will, on_connect=self._on_connect)
+        if runtime.telemetry.store is None:
+            raise ConfigError("the fleet agent needs the telemetry store (its outbox)")
+        self._outbox = OutboxSender(self.link, runtime.telemetry.store, topics=self.topics,
+                                    device=self.device, batch=settings.telemetry_batch)
         runtime.swaps.probation = self._probation_hook
         runtime.swaps.add_listener(self._on_swap)
 
@@ -84,11 +107,20 @@ class DeviceAgent:
             cur.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     def _load_desired(self) -> m.Desired | None:
+        """The last accepted document (its checks were made when it arrived)."""
         raw = self._meta(DESIRED_KEY)
         try:
             return m.Desired.decode(raw.encode()) if raw else None
         except m.MessageInvalid:
             return None
+
+    def status(self) -> dict[str, Any]:
+        """Drop counters and the health of the background loops, for the daemon's status."""
+        return {"device": self.device, "connected": self.link.connected,
+                "inbound_dropped": self.link.inbound_dropped,
+                "desired_generation": self._desired.generation if self._desired else None,
+                "applied_generation": self._applied, "drops": self.drops.snapshot(),
+                "tasks": self._sup.snapshot()}
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -96,22 +128,43 @@ class DeviceAgent:
         await self.link.subscribe(self.topics.desired(self.device),
                                   self.topics.artifact_chunk(self.device))
         await self.link.start()
-        for coro in (self._pump(), self._converge_loop(), self._outbox_loop(),
-                     self._heartbeat_loop()):
-            self._tasks.append(asyncio.ensure_future(coro))
+        if not len(self._gate.trust) and not self._gate.allow_unsigned:
+            log.warning("%s: no fleet key configured: every desired state will be refused "
+                        "(set fleet_keys, or allow_unsigned_desired for development)",
+                        self.device)
+        for name, loop in (("pump", self._pump), ("converge", self._converge_loop),
+                           ("outbox", self._outbox.run), ("heartbeat", self._heartbeat_loop)):
+            self._keep(self._sup.spawn(f"agent.{name}", loop))
         if self._desired is not None:
             self._wake.set()
 
+    def _keep(self, task: asyncio.Task[Any]) -> None:
+        """Track a task until it ends (so the list holds only live ones)."""
+        self._tasks.append(task)
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[Any]) -> None:
+        with contextlib.suppress(ValueError):
+            self._tasks.remove(task)
+
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
+        self._sup.cancel()
+        pending = set(self._tasks)
+        for _ in range(3):  # a task whose await swallowed the cancellation is asked again
+            for task in pending:
+                task.cancel()
+            if not pending:
+                break
+            _done, pending = await asyncio.wait(pending, timeout=1.0)
+        if pending:
+            log.warning("%s: %d task(s) did not stop", self.device, len(pending))
         with contextlib.suppress(EdgeRuntimeError):
             await self._publish_status("offline", retain=True)
         await self.link.stop()
 
     def wake_outbox(self) -> None:
         """Send what the outbox holds now (after a telemetry flush) instead of within 1 s."""
-        self._outbox_wake.set()
+        self._outbox.wake.set()
 
     def _will(self) -> tuple[str, bytes, bool]:
         """Called before every (re)connect: a new session number, and its offline will."""
@@ -126,7 +179,7 @@ class DeviceAgent:
             await self.publish_reported()
         except EdgeRuntimeError as exc:
             log.info("%s: connect hook failed (%s)", self.device, exc)
-        self._outbox_wake.set()
+        self._outbox.wake.set()
 
     async def _publish_status(self, state: str, *, retain: bool) -> None:
         await self.link.publish(self.topics.status(self.device),
@@ -140,23 +193,26 @@ class DeviceAgent:
     async def _pump(self) -> None:
         while True:
             msg = await self.link.next_message()
+            parsed = self.topics.parse(msg.topic)
+            if parsed is None or parsed.device != self.device:
+                continue
             try:
-                self._handle(msg.topic, msg.payload)
+                self._handle(parsed.kind, msg.payload)
             except m.MessageInvalid as exc:
-                log.warning("%s: dropped %s (%s)", self.device, msg.topic, exc)
+                self.drops.invalid(msg.topic, parsed.kind, exc)
 
-    def _handle(self, topic: str, payload: bytes) -> None:
-        parsed = self.topics.parse(topic)
-        if parsed is None or parsed.device != self.device:
-            return
-        if parsed.kind == "desired":
-            desired = m.Desired.decode(payload)
-            if self._desired is None or desired.generation >= self._desired.generation:
-                self._desired = desired
-                self._set_meta(DESIRED_KEY, payload.decode())
+    def _handle(self, kind: str, payload: bytes) -> None:
+        if kind == "desired":
+            opened = self._gate.open(payload, self._desired)
+            if opened is not None:
+                self._set_meta(DESIRED_KEY, opened.payload.decode())  # persisted before use
+                self._desired = opened.desired
                 self._wake.set()
-        elif parsed.kind == "artifact/chunk":
-            self._chunks.put_nowait(m.ArtifactChunk.decode(payload))
+        elif kind == "artifact/chunk":
+            chunk = m.ArtifactChunk.decode(payload)
+            dropped = self._window.offer(chunk)
+            if dropped is not None:
+                self.drops.chunk(dropped, chunk.sha256, chunk.index)
 
     # -- converge -----------------------------------------------------------------------------
     async def _converge_loop(self) -> None:
@@ -260,31 +316,27 @@ class DeviceAgent:
         dl = PartialDownload(self._downloads_dir, artifact)
         if artifact.url:
             return await self._in_thread(http_download, artifact.url, dl)
-        while not dl.complete:
-            if self._superseded(name, target):
-                raise _Superseded()
-            await self._fetch_window(dl)
+        try:
+            while not dl.complete:
+                if self._superseded(name, target):
+                    raise _Superseded()
+                await self._fetch_window(dl)
+        finally:
+            self._window.close()
         dl.save()
         return await self._in_thread(dl.finalize)
 
     async def _fetch_window(self, dl: PartialDownload) -> None:
+        """Ask for the next window of missing chunks; the pump writes them as they come."""
         wanted = dl.missing()[: self.s.chunk_window]
+        self._window.open(dl, wanted)
         try:
             await self.link.publish(self.topics.artifact_req(self.device), m.encode(
                 m.ArtifactRequest(dl.artifact.sha256, tuple(wanted))))
         except (NotConnected, LinkTimeout):
             await asyncio.sleep(0.5)
             return
-        pending = set(wanted)
-        deadline = self._loop.time() + self.s.chunk_timeout_s
-        while pending and (left := deadline - self._loop.time()) > 0:
-            try:
-                chunk = await asyncio.wait_for(self._chunks.get(), left)
-            except TimeoutError:
-                break
-            if chunk.sha256 == dl.artifact.sha256:
-                dl.write(chunk.index, chunk.data)  # a bad copy is dropped (and counted): ask again
-                pending.discard(chunk.index)
+        await self._window.wait(self.s.chunk_timeout_s)
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
         return await self._loop.run_in_executor(None, lambda: fn(*args, **kw))
@@ -323,42 +375,17 @@ class DeviceAgent:
         self._seq += 1
         event = m.Event(self._seq, rec.name, rec.version, rec.state.value, rec.deployment,
                         rec.reason)
-        self.rt.telemetry.store.enqueue("event", orjson.loads(m.encode(event)))  # type: ignore[union-attr]
-        self._loop.call_soon_threadsafe(self._outbox_wake.set)
+        self._outbox.store.enqueue("event", orjson.loads(m.encode(event)))
+        self._loop.call_soon_threadsafe(self._outbox.wake.set)
         if rec.terminal or rec.state is State.PROBATION:
             self._loop.call_soon_threadsafe(self._report_soon)
 
     def _report_soon(self) -> None:
-        self._tasks.append(asyncio.ensure_future(self._safe_report()))
+        self._keep(asyncio.ensure_future(self._safe_report()))
 
     async def _safe_report(self) -> None:
         with contextlib.suppress(EdgeRuntimeError):
             await self.publish_reported()
-
-    async def _outbox_loop(self) -> None:
-        store = self.rt.telemetry.store
-        assert store is not None
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._outbox_wake.wait(), 1.0)
-            self._outbox_wake.clear()
-            while self.link.connected and (batch := store.pending(self.s.telemetry_batch)):
-                try:
-                    await asyncio.gather(*(self._send(msg.kind, msg.payload) for msg in batch))
-                except (NotConnected, LinkTimeout):
-                    break
-                store.mark_sent([msg.id for msg in batch])
-
-    async def _send(self, kind: str, payload: dict[str, Any]) -> None:
-        if kind == "event":
-            topic = self.topics.events(self.device)
-            body = orjson.dumps(payload)
-        else:
-            topic = self.topics.telemetry(self.device)
-            body = _encode_flat(m.Telemetry(
-                payload["msg_id"], kind, payload.get("model"), payload.get("version"),
-                payload.get("start", 0.0), payload.get("end", 0.0), payload.get("payload", {})))
-        await self.link.publish(topic, body)
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -366,13 +393,6 @@ class DeviceAgent:
             with contextlib.suppress(EdgeRuntimeError):
                 hb = m.Heartbeat(self._session, time.monotonic() - self._started)
                 await self.link.publish(self.topics.heartbeat(self.device), m.encode(hb), qos=0)
-
-
-def _encode_flat(msg: Any) -> bytes:
-    """The bytes of ``m.encode(msg)`` without dataclasses.asdict's deep copy of every nested
-    dict (telemetry payloads carry histograms: the copy was most of a send's cost)."""
-    return orjson.dumps({"schema_version": m.SCHEMA_VERSION,
-                         **{f.name: getattr(msg, f.name) for f in fields(msg)}})
 
 
 class _Superseded(Exception):

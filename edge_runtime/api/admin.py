@@ -31,14 +31,15 @@ class Admin:
         self.rt = runtime
         self._token = token
 
-    def _check(self, req: Request) -> None:
+    def check(self, req: Request) -> None:
+        """Raise ``Unauthorized`` unless ``req`` may use the admin endpoints."""
         if req.client not in (None, "", *LOOPBACK):
             raise Unauthorized("admin endpoints answer only on loopback or the Unix socket")
         if req.authorization is None or not hmac.compare_digest(req.authorization, self._token):
             raise Unauthorized("missing or wrong admin token")
 
     async def handle(self, req: Request, body: bytes | memoryview) -> Result:
-        self._check(req)
+        self.check(req)
         parts = req.path.strip("/").split("/")[1:]
         args = _json(body) if body else {}
         if req.method == "GET" and parts == ["models"]:

@@ -7,6 +7,11 @@
     POST /predict/{name}                                 one-line convenience
     GET  /metrics                                        Prometheus text
     *    /admin/...                                      local model management (admin token)
+
+Large requests do not hold the event loop: their decoding, inference and encoding run in
+worker threads or the decoder process (``offload.py``, ``DataPlane.infer_async``), so health
+checks and small requests are answered meanwhile. ``gate`` lets the builtin server refuse a
+request with a wrong token before reading its body.
 """
 
 from __future__ import annotations
@@ -14,9 +19,9 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Callable
+from functools import partial
 from typing import Any
-
-import orjson
+from urllib.parse import unquote
 
 from edge_runtime import __version__
 from edge_runtime.api import admin
@@ -32,6 +37,7 @@ from edge_runtime.api.http import (
     read_body,
     send,
 )
+from edge_runtime.api.offload import INLINE_JSON_MAX, Offload, output_elements
 from edge_runtime.codecs import (
     InferRequest,
     check_outputs,
@@ -45,7 +51,9 @@ from edge_runtime.codecs import (
     encode_simple,
     model_metadata,
 )
+from edge_runtime.dataplane import input_elements
 from edge_runtime.errors import EdgeRuntimeError, ModelNotFound, PayloadInvalid, Unauthorized
+from edge_runtime.feedback import decode_feedback
 from edge_runtime.monitor.prometheus import render
 from edge_runtime.runtime import Runtime
 
@@ -85,6 +93,7 @@ class App:
         # "/v2/models/NAME/infer" -> NAME, for models that were active when first asked
         self._plain_paths: dict[str, str] = {}
         self._plain_urls: dict[bytes, str] = {}  # the same, as raw URLs (``fast``)
+        self.offload = Offload()
 
     async def __call__(self, scope: Scope, receive: Receive, send_: Send) -> None:
         if scope["type"] == "lifespan":
@@ -115,10 +124,35 @@ class App:
                 # uvicorn re-raises the captured SIGTERM once serve() returns, so cleanup that
                 # must happen (telemetry flush, run file) happens here, not after serve().
                 self.ready = False
+                self.offload.close()
                 if self._on_shutdown is not None:
                     self._on_shutdown()
                 await send_({"type": "lifespan.shutdown.complete"})
                 return
+
+    def gate(self, url: bytes, headers: list[tuple[bytes, bytes]], client: str | None
+             ) -> tuple[int, str] | None:
+        """The builtin server's check of a request head before its body is read
+        (``HttpServer(gate=...)``): (401, reason) when the token the route needs is missing
+        or wrong, else None. The route answers the same when it sees the request."""
+        path = url.partition(b"?")[0].decode("latin-1")
+        if "%" in path:
+            path = unquote(path)
+        if path.startswith("/v2/health/"):
+            return None
+        auth = None
+        for key, value in headers:
+            if key == b"authorization":
+                auth = value
+        req = Request("", path, None, auth, None, client)
+        try:
+            if path.startswith("/admin/"):
+                self._admin.check(req)
+            else:
+                self._check_token(req)
+        except Unauthorized as exc:
+            return 401, str(exc)
+        return None
 
     def _check_token(self, req: Request) -> None:
         if self._token is not None and not (
@@ -138,7 +172,7 @@ class App:
             body = await read_body(receive, req.content_length, self._limit,
                                    align_at=req.header_length)
             if path.startswith(_V2_MODELS) and path.endswith("/feedback"):
-                return self._feedback(path[len(_V2_MODELS):-len("/feedback")], body)
+                return await self._feedback(path[len(_V2_MODELS):-len("/feedback")], body)
             if path.startswith(_V2_MODELS) and path.endswith("/infer"):
                 rest = path[len(_V2_MODELS):-len("/infer")]
                 self._remember_plain_path(path, rest)
@@ -180,7 +214,7 @@ class App:
         the everyday request, else the general ``_v2_infer``."""
         self._check_token(req)
         body = await read_body(receive, req.content_length, self._limit)
-        answer = self._infer_plain(name, body)
+        answer = self._infer_plain(name, body) if len(body) < INLINE_JSON_MAX else None
         return answer if answer is not None else await self._v2_infer(name, req, body)
 
     def fast(self, url: bytes, headers: list[tuple[bytes, bytes]], body: bytes | memoryview
@@ -190,7 +224,7 @@ class App:
         messages. None for anything else (other paths, query strings, binary requests, a
         missing or wrong token, bodies that are not everyday): the ASGI app answers those."""
         name = self._plain_urls.get(url)
-        if name is None:
+        if name is None or len(body) >= INLINE_JSON_MAX:
             return None
         auth = None
         for key, value in headers:
@@ -213,9 +247,9 @@ class App:
         return answer[0], answer[1], JSON
 
     def _infer_plain(self, name: str, body: Body) -> Response | None:
-        """The everyday request (``decode_plain``) on a model that runs on the event loop,
+        """The everyday request (``decode_plain``) on a model that runs it on the event loop,
         straight to the data plane; None when it is not that, and ``_v2_infer`` (which gives
-        the same answer more slowly) must take it."""
+        the same answer more slowly, or off the loop) must take it."""
         dataplane = self.rt.dataplane
         active = self.rt.registry.active(name)
         if active is None or not active.inline or dataplane.max_batch_size > 1:
@@ -224,6 +258,8 @@ class App:
         if plain is None:
             return None
         rid, inputs = plain
+        if input_elements(inputs) > active.inline_elements:
+            return None
         result = dataplane.infer(name, None, inputs, unit=rid)
         if rid is not None:
             self.rt.feedback.remember(rid, result.name, result.version, result.outputs)
@@ -239,7 +275,9 @@ class App:
             name, version, tail = _split_model_path(rest + "/x")
             if tail != "x":
                 raise PayloadInvalid(f"bad model path {rest!r}")
-        request = decode_request(body, req.header_length)
+        json_bytes = len(body) if req.header_length is None else req.header_length
+        request = await self.offload.decode(decode_request, body, req.header_length,
+                                            json_bytes=json_bytes)
         served = self.rt.registry.get(name, version)
         if request.requested_outputs:
             check_outputs(request, [o.name for o in served.installed.manifest.outputs])
@@ -248,8 +286,9 @@ class App:
                                                      unit=request.id)
         if request.id is not None:
             self.rt.feedback.remember(request.id, result.name, result.version, result.outputs)
-        out, headers = encode_response(result.name, result.version, result.outputs, request,
-                                       request_id=request.id)
+        out, headers = await self.offload.run(
+            _encode_v2, result.name, result.version, result.outputs, request,
+            elements=output_elements(result.outputs))
         if headers == _JSON_ONLY:
             return 200, out, None  # send() writes the same content-type header
         return 200, out, [(k.lower().encode(), v.encode()) for k, v in headers.items()]
@@ -257,15 +296,20 @@ class App:
     async def _v1_predict(self, rest: str, body: Body) -> Response:
         name, version, _ = _split_model_path(rest)
         served = self.rt.registry.get(name, version)
-        inputs, fmt = decode_predict(body, served.installed.manifest.inputs)
+        inputs, fmt = await self.offload.decode(decode_predict, body,
+                                                served.installed.manifest.inputs,
+                                                json_bytes=len(body))
         result = await self.rt.dataplane.infer_async(name, version, inputs)
-        return 200, encode_predict(result.outputs, fmt), None
+        return 200, await self.offload.run(encode_predict, result.outputs, fmt,
+                                              elements=output_elements(result.outputs)), None
 
     async def _simple(self, name: str, body: Body) -> Response:
         served = self.rt.registry.get(name)
-        inputs = decode_simple(body, served.installed.manifest.inputs)
+        inputs = await self.offload.decode(decode_simple, body, served.installed.manifest.inputs,
+                                           json_bytes=len(body))
         result = await self.rt.dataplane.infer_async(name, None, inputs)
-        return 200, encode_simple(result.outputs), None
+        return 200, await self.offload.run(encode_simple, result.outputs,
+                                              elements=output_elements(result.outputs)), None
 
     def _v2_model(self, name: str, version: str | None, tail: str) -> Response:
         if tail == "ready":
@@ -285,21 +329,26 @@ class App:
             {"version": served.version, "state": "AVAILABLE",
              "status": {"error_code": "OK", "error_message": ""}}]})
 
-    def _feedback(self, name: str, body: Body) -> Response:
+    async def _feedback(self, name: str, body: Body) -> Response:
         """True labels for earlier predictions: by V2 request id, or with the predictions."""
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise PayloadInvalid(f"feedback body is not JSON ({exc})") from exc
         active = self.rt.registry.active(name)
-        if active is None and not self.rt.store.installed(name):
+        installed = [i.version for i in self.rt.store.installed(name)]
+        if active is None and not installed:
             raise ModelNotFound(name)
-        counted = self.rt.feedback.add(name, doc, active_version=active.version if active
-                                       else None)
+        fb = await self.offload.decode(decode_feedback, body, json_bytes=len(body))
+        apply = partial(self.rt.feedback.apply, active_version=active.version if active
+                        else None, installed=installed)
+        counted = await self.offload.run(apply, name, fb, elements=fb.labels.size)
         return _ok({"accepted": counted["n"], "correct": counted["correct"],
                     "version": counted["version"]})
 
     def _metrics(self) -> Response:
         metrics = self.rt.telemetry.metrics
-        text = render(metrics.snapshot_all(METRICS_WINDOW_S), metrics.totals_all())
+        text = render(metrics.snapshot_all(METRICS_WINDOW_S), metrics.totals_all(),
+                      extra_gauges=self.rt.telemetry.health.gauges())
         return 200, text.encode(), [(b"content-type", b"text/plain; version=0.0.4")]
+
+
+def _encode_v2(name: str, version: str, outputs: dict[str, Any], request: InferRequest
+               ) -> tuple[bytes, dict[str, str]]:
+    return encode_response(name, version, outputs, request, request_id=request.id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import mmap
 import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -94,7 +95,8 @@ def aligned_buffer(size: int, offset: int, align: int = 64) -> memoryview:
     return _aligned_view(bytearray(size + align), size, offset, align)
 
 
-def _aligned_view(raw: bytearray, size: int, offset: int, align: int) -> memoryview:
+def _aligned_view(raw: bytearray | mmap.mmap, size: int, offset: int, align: int
+                  ) -> memoryview:
     address = ctypes.addressof(ctypes.c_char.from_buffer(raw))
     pad = -(address + offset) % align
     return memoryview(raw)[pad:pad + size]
@@ -108,11 +110,15 @@ class BufferPool:
     in again. The pool keeps up to ``keep`` buffers of up to ``max_size`` bytes; one is free
     when its reference count says that no view, array or queue holds it any more (the drift
     buffer may keep a request's inputs for a while). Event-loop thread only.
+
+    A new buffer is an anonymous memory map, not a bytearray (which zero-fills all of it at
+    once): its pages take memory only as the body is written into them, so a client that
+    declares 32 MB and sends one byte costs one page.
     """
 
     def __init__(self, keep: int = 8, max_size: int = 8 << 20, align: int = 64) -> None:
         self.keep, self.max_size, self.align = keep, max_size, align
-        self._buffers: list[bytearray] = []
+        self._buffers: list[mmap.mmap] = []
 
     def take(self, size: int, offset: int = 0) -> memoryview:
         """A ``size``-byte buffer, byte ``offset`` aligned (old contents: write it all)."""
@@ -125,7 +131,7 @@ class BufferPool:
                 best = i
         if best >= 0:
             return _aligned_view(self._buffers[best], size, offset, self.align)
-        raw = bytearray(need)
+        raw = mmap.mmap(-1, need)
         if need <= self.max_size and len(self._buffers) < self.keep:
             self._buffers.append(raw)
         return _aligned_view(raw, size, offset, self.align)

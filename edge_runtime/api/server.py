@@ -9,13 +9,22 @@ uvicorn stays available (``--http-server uvicorn``).
 What it does: keep-alive and pipelining (answers in request order), chunked request bodies,
 bodies bounded by ``max_body_bytes`` while they arrive (413, then close), ``Expect:
 100-continue``, HTTP/1.0 (closes unless keep-alive), HEAD (no body), a 64 KB header limit
-(431), 400 on malformed requests, idle and slow connections closed by a sweep every second
-(no timer per request), responses of one event-loop turn written out together
-(``HttpServer.send``), TCP and Unix sockets, ASGI lifespan, and a graceful stop on
+(431), 400 on malformed requests (and on HTTP/0.9 request lines), 505 on other HTTP versions,
+501 on transfer codings other than chunked, responses of one event-loop turn written out
+together (``HttpServer.send``), TCP and Unix sockets, ASGI lifespan, and a graceful stop on
 SIGTERM/SIGINT (stop accepting, let running requests finish, then close). The whole body is
 read before the app runs; ``receive()`` hands it over in the parts it arrived in. Not here:
 HTTP/2, websockets, TLS (the daemon listens on loopback or a Unix socket; a proxy terminates
 TLS).
+
+What a client can hold (``limits.py``): body bytes count against one budget shared by all
+connections as they arrive, so a declared Content-Length costs nothing until it is sent; an
+optional ``gate`` refuses a request from its head (a wrong token: 401) before any body byte is
+read; a sweep every second (no timer per request) answers 408 to a head unfinished after
+``header_timeout_s`` and to a body that pauses or trickles, closes idle keep-alive
+connections, and closes a connection that does not read its answers. Reading stops while a
+connection's answers wait to be written, so a client that sends and never reads holds one
+socket buffer, not a growing queue.
 
 An optional ``fast`` handler is offered every complete POST first and may answer it
 synchronously, with no task, scope or messages (the daemon's everyday V2 JSON infer request:
@@ -42,6 +51,8 @@ import httptools
 import orjson
 
 from edge_runtime.api.http import JSON, BufferPool
+from edge_runtime.api.lifespan import Lifespan
+from edge_runtime.api.limits import BodyBudget, HttpLimits
 from edge_runtime.errors import PayloadTooLarge
 
 log = logging.getLogger("edge_runtime.server")
@@ -50,16 +61,26 @@ App = Callable[..., Any]
 # or None to hand the request to the ASGI app. Runs on the event loop: it must not block long.
 FastHandler = Callable[[bytes, list[tuple[bytes, bytes]], bytes | memoryview],
                        tuple[int, bytes, list[tuple[bytes, bytes]]] | None]
+# (raw URL, lower-cased headers, client host) -> (status, message) to refuse the request from
+# its head, before its body is read; None to read it. Asked for requests with a large or
+# chunked body, or that expect 100-continue (small bodies are read: they cost nothing).
+Gate = Callable[[bytes, list[tuple[bytes, bytes]], str | None], tuple[int, str] | None]
 MAX_HEADER_BYTES = 64 * 1024
 MAX_PIPELINED = 16  # requests queued on one connection before reading pauses
 SWEEP_S = 1.0
 READ_SIZE = 64 * 1024
 DIRECT_MIN = 64 * 1024  # sized bodies from this size are read straight into their buffer
+MIN_DIRECT_READ = 4096  # a direct read when the body budget is spent (one page)
+MAX_DIRECT_READ = 1 << 20  # one read copies (and faults in) at most this: ~1 ms of the loop
+RELEASE_OFF_LOOP = 8 << 20  # bodies from this size are unmapped by a worker thread
 OUTBOX_MAX = 32  # responses coalesced before they are written (bounds the wait: ~2 ms at c=64)
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 _METHODS = {m.encode(): m for m in ("GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH")}
 _STATUS_LINES = {code: b"HTTP/1.1 %d %s\r\n" % (code, reason) for code, reason in _REASONS.items()}
 _JSON_FIELDS = b"".join(k + b": " + v + b"\r\n" for k, v in JSON)
+_VERSIONS = ("1.1", "1.0")
+# why reading is paused (bits): too many pipelined requests, the body budget, unread answers
+_PIPELINE, _BUDGET, _WRITE = 1, 2, 4
 
 
 def _status_line(status: int) -> bytes:
@@ -70,8 +91,27 @@ def _date() -> bytes:
     return formatdate(usegmt=True).encode()
 
 
+def _drop(_obj: object) -> None:
+    """Let go of ``_obj`` in the worker thread that runs this."""
+
+
+def head_problem(version: str, transfer_encoding: bytes | None) -> tuple[int, str] | None:
+    """What is wrong with a parsed request head that httptools let through, if anything."""
+    if version not in _VERSIONS:
+        if version == "0.9":  # httptools' name for a request line without a version
+            return 400, "the request line has no HTTP version (HTTP/0.9 is not supported)"
+        return 505, f"HTTP/{version} is not supported (HTTP/1.1 and HTTP/1.0 are)"
+    if transfer_encoding is not None and transfer_encoding.strip().lower() != b"chunked":
+        coding = transfer_encoding.decode("latin-1")[:100]
+        if transfer_encoding.rsplit(b",", 1)[-1].strip().lower() != b"chunked":
+            return 400, f"Transfer-Encoding {coding!r} does not end in chunked"
+        return 501, f"Transfer-Encoding {coding!r} is not supported (only chunked)"
+    return None
+
+
 class _Request:
-    __slots__ = ("body", "expect_continue", "headers", "keep_alive", "method", "url", "version")
+    __slots__ = ("body", "expect_continue", "headers", "held", "keep_alive", "method", "url",
+                 "version")
 
     def __init__(self) -> None:
         self.url = b""
@@ -81,14 +121,16 @@ class _Request:
         self.version = "1.1"
         self.keep_alive = True
         self.expect_continue = False
+        self.held = 0  # body bytes counted against the server's budget
 
 
 class HttpProtocol(asyncio.BufferedProtocol):
     """One client connection.
 
     A buffered protocol: the event loop reads into buffers this class hands out. Request
-    heads (and small bodies) go through a 64 KiB read buffer into httptools; a body with a
-    Content-Length of ``DIRECT_MIN`` or more gets a buffer of its own size once its head is
+    heads (and small bodies) go through the server's 64 KiB read buffer (one for all
+    connections: each read is parsed before the next one starts) into httptools; a body with
+    a Content-Length of ``DIRECT_MIN`` or more gets a buffer of its own size once its head is
     parsed, and the socket is read straight into it (no copy into bytes, none into parser
     callbacks, none to join). The server's ``align_header`` names a request header whose
     value is an offset into the body: that byte lands 64-byte aligned (V2 binary tensors,
@@ -98,6 +140,7 @@ class HttpProtocol(asyncio.BufferedProtocol):
     def __init__(self, server: HttpServer) -> None:
         self.server = server
         self.loop = server.loop
+        self.budget = server.budget
         self.transport: Any = None
         self.parser = httptools.HttpRequestParser(self)
         self.client: tuple[str, int] | None = None
@@ -108,11 +151,16 @@ class HttpProtocol(asyncio.BufferedProtocol):
         self.queue: deque[_Request] = deque()
         self.busy = False  # the app is answering a request
         self.closing = False
+        self.paused = 0  # _PIPELINE | _BUDGET | _WRITE
         self.last_active = time.monotonic()
+        self.head_since: float | None = None  # a request head is arriving, since
+        self.body_since: float | None = None  # a request body is arriving, since
+        self.body_base = 0  # body bytes received before ``body_since``
+        self.write_blocked_since: float | None = None
         self.can_write = asyncio.Event()
         self.can_write.set()
         self.disconnected: asyncio.Future[None] = self.loop.create_future()
-        self.read_view = memoryview(bytearray(READ_SIZE))
+        self.read_view = server.read_view
         self.big: memoryview | None = None  # the body buffer of the current large request
         self.filled = 0  # bytes of ``big`` received
         self.direct = False  # the socket is read straight into ``big``
@@ -132,26 +180,34 @@ class HttpProtocol(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.server.connections.discard(self)
+        self._drop_unanswered()
         if not self.disconnected.done():
             self.disconnected.set_result(None)
         self.can_write.set()
 
     def pause_writing(self) -> None:
         self.can_write.clear()
+        self.write_blocked_since = time.monotonic()
+        self._pause(_WRITE)
 
     def resume_writing(self) -> None:
         self.can_write.set()
+        self.write_blocked_since = None
+        self._resume(_WRITE)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self.direct:
             assert self.big is not None
-            return self.big[self.filled:]
+            free = self.budget.free
+            room = free if free > MIN_DIRECT_READ else MIN_DIRECT_READ
+            return self.big[self.filled:self.filled + min(room, MAX_DIRECT_READ)]
         return self.read_view
 
     def buffer_updated(self, nbytes: int) -> None:
         self.last_active = time.monotonic()
         if self.direct:
             self.filled += nbytes
+            self._hold(nbytes)
             assert self.big is not None
             if self.filled == len(self.big):
                 # The old parser still waits for this body: the next request gets a new one.
@@ -177,6 +233,7 @@ class HttpProtocol(asyncio.BufferedProtocol):
     def on_message_begin(self) -> None:
         self.req = _Request()
         self.header_bytes = self.body_bytes = 0
+        self.head_since = self.last_active
 
     def on_url(self, url: bytes) -> None:
         assert self.req is not None
@@ -204,11 +261,13 @@ class HttpProtocol(asyncio.BufferedProtocol):
         req = self.req
         assert req is not None
         parser = self.parser
+        self.head_since = None
         method = parser.get_method()
         req.method = _METHODS.get(method) or method.decode("ascii")
         req.version = parser.get_http_version()
         req.keep_alive = parser.should_keep_alive()
         length = align_at = 0
+        coding = None
         align_header = self.server.align_header
         for name, value in req.headers:
             # (no contextlib.suppress: its object per request showed in the profile; a bad
@@ -217,13 +276,34 @@ class HttpProtocol(asyncio.BufferedProtocol):
                 length = int(value) if value.isdigit() else 0
             elif name == align_header:
                 align_at = int(value) if value.isdigit() else 0
+            elif name == b"transfer-encoding":
+                coding = value
+        if req.version not in _VERSIONS or coding is not None:
+            self._refuse(head_problem(req.version, coding))
+        gate = self.server.gate
+        if gate is not None and (length >= DIRECT_MIN or coding is not None
+                                 or req.expect_continue):
+            self._refuse(gate(req.url, req.headers, self.client[0] if self.client else None))
         if length > self.server.max_body_bytes:
             self._too_large(length)
             raise httptools.HttpParserCallbackError("body too large")
+        if length or coding is not None:
+            self.body_since, self.body_base = self.last_active, 0
         if length >= DIRECT_MIN:
-            self.big, self.filled = self.server.buffers.take(length, align_at), 0
+            self._take_buffer(length, align_at)
         if req.expect_continue and not self.queue and not self.busy:
             self.server.send(self.transport, b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _refuse(self, problem: tuple[int, str] | None) -> None:
+        if problem is not None:
+            self._fail(*problem)
+            raise httptools.HttpParserCallbackError(problem[1])
+
+    def _take_buffer(self, length: int, align_at: int) -> None:
+        try:
+            self.big, self.filled = self.server.buffers.take(length, align_at), 0
+        except (MemoryError, OSError) as exc:  # no address space left for it now
+            self._refuse((503, f"cannot hold a {length} byte body now ({exc}); retry later"))
 
     def on_body(self, chunk: bytes) -> None:
         assert self.req is not None
@@ -231,32 +311,95 @@ class HttpProtocol(asyncio.BufferedProtocol):
             end = self.filled + len(chunk)
             self.big[self.filled:end] = chunk
             self.filled = end
+            self._hold(len(chunk))
             return
-        self.body_bytes += len(chunk)
+        n = len(chunk)
+        self.body_bytes += n
         if self.body_bytes > self.server.max_body_bytes:
             self._too_large(self.body_bytes)
             raise httptools.HttpParserCallbackError("body too large")
-        self.req.body.append(chunk)
+        req = self.req
+        req.body.append(chunk)
+        req.held += n  # _hold, inline: this runs for every request with a body
+        budget = self.budget
+        budget.used += n
+        if budget.used >= budget.limit and not self.paused & _BUDGET and budget.over(self):
+            self._pause(_BUDGET)
+
+    def _hold(self, n: int) -> None:
+        """Count ``n`` body bytes of the current request against the budget; past it, stop
+        reading until there is room (unless this body leads: ``BodyBudget``)."""
+        assert self.req is not None
+        self.req.held += n
+        budget = self.budget
+        budget.used += n
+        if budget.used >= budget.limit and not self.paused & _BUDGET and budget.over(self):
+            self._pause(_BUDGET)
+
+    def budget_resumed(self) -> None:
+        """Room in the budget, or this body may lead (``BodyBudget``): read again."""
+        self.last_active = time.monotonic()
+        if self.body_since is not None:  # the rate rule counts from here
+            self.body_since, self.body_base = self.last_active, self._received()
+        self._resume(_BUDGET)
+
+    def _received(self) -> int:
+        return self.filled if self.big is not None else self.body_bytes
 
     def on_message_complete(self) -> None:
         req, self.req = self.req, None
         assert req is not None
+        if self.body_since is not None:
+            self.body_since = None
+            if self.budget.leader is self:
+                self.budget.done(self)
         if self.big is not None:
             req.body, self.big = [self.big], None
         self.queue.append(req)
         if len(self.queue) >= MAX_PIPELINED:
-            self.transport.pause_reading()
+            self._pause(_PIPELINE)
         if not self.busy:
             self._next()
+
+    def _pause(self, why: int) -> None:
+        if not self.paused and self.transport is not None:
+            self.transport.pause_reading()
+        self.paused |= why
+
+    def _resume(self, why: int) -> None:
+        if self.paused & why:
+            self.paused &= ~why
+            if not self.paused and not self.closing:
+                self.transport.resume_reading()
+
+    def _release(self, req: _Request) -> None:
+        """The request is answered (or dropped): its body bytes leave the budget."""
+        held, req.held = req.held, 0
+        budget = self.budget
+        budget.used -= held  # BodyBudget.give, inline: this runs for every request with a body
+        if budget.waiters:
+            budget.wake()
+
+    def _drop_unanswered(self) -> None:
+        """The connection is closing: requests not yet running will not be."""
+        for req in self.queue:
+            self._release(req)
+        self.queue.clear()
+        if self.req is not None:
+            self._release(self.req)
+        self.body_since = None
+        self.budget.forget(self)
 
     # -- running requests ---------------------------------------------------------------------
     def _next(self) -> None:
         fast = self.server.fast
         while not self.closing and self.queue:
             if len(self.queue) == MAX_PIPELINED:
-                self.transport.resume_reading()
+                self._resume(_PIPELINE)
             req = self.queue.popleft()
             if fast is not None and req.method == "POST" and self._answer_fast(fast, req):
+                if req.held:
+                    self._release(req)
                 if not req.keep_alive:
                     self._close()
                 continue
@@ -333,6 +476,14 @@ class HttpProtocol(asyncio.BufferedProtocol):
                 self._write(req, {"status": 500, "headers": [
                     (b"content-type", b"application/json")]},
                     b'{"error": "internal error"}', False)
+        finally:
+            if req.held >= RELEASE_OFF_LOOP:  # unmapping 32 MB takes the loop ~10 ms
+                with contextlib.suppress(RuntimeError):  # (no executor while stopping)
+                    self.loop.run_in_executor(None, _drop, req.body)
+            req.body = []
+            parts.clear()
+            if req.held:
+                self._release(req)
         if not response.get("done") and not self.closing:
             self._close()  # the app did not finish its response
         self.busy = False
@@ -381,37 +532,73 @@ class HttpProtocol(asyncio.BufferedProtocol):
         self._fail(413, str(PayloadTooLarge(size, self.server.max_body_bytes)))
 
     def _fail(self, status: int, message: str) -> None:
-        """Answer a request the app never sees, then close the connection."""
+        """Answer a request the app never sees, then close the connection. While earlier
+        requests of this connection are still being answered, only close: an answer now
+        would overtake theirs."""
         if self.closing:
             return
-        body = orjson.dumps({"error": message})
-        self.server.send(
-            self.transport, b"%sdate: %s\r\ncontent-type: application/json\r\n"
-            b"content-length: %d\r\nconnection: close\r\n\r\n%s"
-            % (_status_line(status), self.server.date, len(body), body))
+        if not self.busy and not self.queue:
+            body = orjson.dumps({"error": message})
+            self.server.send(
+                self.transport, b"%sdate: %s\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+                % (_status_line(status), self.server.date, len(body), body))
         self._close()
 
-    def _close(self) -> None:
+    def _close(self, *, abort: bool = False) -> None:
         self.closing = True
-        self.queue.clear()
+        self._drop_unanswered()
         if self.transport is not None:
+            if abort:  # its unsent answers would wait for a reader that never comes
+                self.transport.abort()
+                return
             self.server.flush()  # what this connection still has in the outbox goes first
             self.transport.close()
 
-    def idle_for(self, now: float) -> float:
-        """Seconds without a byte in, while no request is being answered."""
-        return 0.0 if self.busy else now - self.last_active
+    def overdue(self, now: float) -> tuple[int, str] | bool:
+        """Whether a deadline has passed at ``now``: (408, why) to answer it, True to close
+        it silently, False to leave it (``HttpServer.sweep``, every ``SWEEP_S``)."""
+        if self.closing or self.paused & (_PIPELINE | _BUDGET):
+            return False  # waiting for the server, not for the client
+        limits = self.server.limits
+        if self.write_blocked_since is not None:  # it does not read its answers
+            return now - self.write_blocked_since > self.server.keep_alive_s
+        if self.head_since is not None:
+            if now - self.head_since > limits.header_timeout_s or (
+                    now - self.last_active > self.server.keep_alive_s):
+                return 408, (f"the request head was not complete within "
+                             f"{limits.header_timeout_s:g} s")
+        elif self.body_since is not None:
+            if now - self.last_active > limits.body_idle_timeout_s:
+                return 408, f"no body bytes for {limits.body_idle_timeout_s:g} s"
+            if limits.body_too_slow(now - self.body_since, self._received() - self.body_base):
+                return 408, (f"the body arrives slower than {limits.body_min_bytes_per_s} "
+                             "bytes/s")
+        elif not self.busy and not self.queue:  # an idle keep-alive connection
+            return now - self.last_active > self.server.keep_alive_s
+        return False
+
+    def expire(self, why: tuple[int, str] | bool) -> None:
+        if isinstance(why, tuple):
+            self._fail(*why)
+        else:
+            self._close(abort=self.write_blocked_since is not None)
 
 
 class HttpServer:
     def __init__(self, app: App, *, max_body_bytes: int, keep_alive_s: float = 30.0,
                  stop_timeout_s: float = 10.0, align_header: bytes | None = None,
-                 fast: FastHandler | None = None) -> None:
+                 fast: FastHandler | None = None, gate: Gate | None = None,
+                 limits: HttpLimits | None = None) -> None:
         self.app = app
         self.fast = fast
+        self.gate = gate
         self.max_body_bytes = max_body_bytes
+        self.limits = limits or HttpLimits()
+        self.budget = BodyBudget(self.limits.budget_for(max_body_bytes), read_size=READ_SIZE)
         self.align_header = align_header.lower() if align_header else None
         self.buffers = BufferPool()
+        self.read_view = memoryview(bytearray(READ_SIZE))  # shared: see HttpProtocol
         self.keep_alive_s = keep_alive_s
         self.stop_timeout_s = stop_timeout_s
         self.connections: set[HttpProtocol] = set()
@@ -420,7 +607,7 @@ class HttpServer:
         self.flush_due = False  # a flush is scheduled at the end of this loop turn
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._stop: asyncio.Event | None = None
-        self._lifespan: _Lifespan | None = None
+        self._lifespan: Lifespan | None = None
 
     def send(self, transport: Any, data: bytes) -> None:
         """Write ``data`` to a connection, coalescing the writes of one event-loop turn.
@@ -466,7 +653,7 @@ class HttpServer:
     async def serve(self, sockets: list[socket.socket], *, handle_signals: bool = True) -> None:
         self.loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        self._lifespan = _Lifespan(self.app)
+        self._lifespan = Lifespan(self.app)
         await self._lifespan.startup()
         servers = []
         for sock in sockets:
@@ -507,44 +694,11 @@ class HttpServer:
         while True:
             await asyncio.sleep(SWEEP_S)
             self.date = _date()
-            now = time.monotonic()
-            for conn in list(self.connections):
-                if conn.idle_for(now) > self.keep_alive_s:
-                    conn._close()
+            self.sweep(time.monotonic())
 
-
-class _Lifespan:
-    """The ASGI lifespan protocol, for apps that take it (others are left alone)."""
-
-    def __init__(self, app: App) -> None:
-        self.app = app
-        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.started = asyncio.Event()
-        self.stopped = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
-
-    async def _run(self) -> None:
-        async def send(message: dict[str, Any]) -> None:
-            if message["type"].startswith("lifespan.startup"):
-                self.started.set()
-            elif message["type"].startswith("lifespan.shutdown"):
-                self.stopped.set()
-
-        try:
-            await self.app({"type": "lifespan", "asgi": {"version": "3.0"}}, self.inbox.get,
-                           send)
-        except Exception:  # an app without lifespan support
-            log.debug("the app does not take lifespan events", exc_info=True)
-        finally:
-            self.started.set()
-            self.stopped.set()
-
-    async def startup(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self._run())
-        await self.inbox.put({"type": "lifespan.startup"})
-        await self.started.wait()
-
-    async def shutdown(self) -> None:
-        await self.inbox.put({"type": "lifespan.shutdown"})
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.stopped.wait(), 10.0)
+    def sweep(self, now: float) -> None:
+        """Apply every connection's deadlines as of ``now`` (all judged before any is closed:
+        a close can resume a connection that waited for the body budget)."""
+        due = [(conn, why) for conn in self.connections if (why := conn.overdue(now))]
+        for conn, why in due:
+            conn.expire(why)

@@ -1,20 +1,38 @@
-"""onnxruntime backend (CPU). ``import onnxruntime`` happens only when a model is loaded."""
+"""onnxruntime backend (CPU). ``import onnxruntime`` happens only when a model is loaded.
+
+A run that onnxruntime refuses because of the input (INVALID_ARGUMENT, or a kernel's shape
+check: an image size the graph cannot take though the manifest's dynamic dimensions allow it)
+raises ``InputInvalid`` naming the input and onnxruntime's reason, which the API answers with
+400; anything else is a fault of the model or the runtime: ``InferenceFailed`` (500).
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 from numpy.typing import NDArray
 
 from edge_runtime.backends.base import Arrays, BackendOptions, extra_option
-from edge_runtime.errors import BackendUnavailable, InferenceFailed, SwapError
+from edge_runtime.errors import (
+    BackendUnavailable,
+    EdgeRuntimeError,
+    InferenceFailed,
+    InputInvalid,
+    PayloadInvalid,
+    SwapError,
+)
 from edge_runtime.manifest import Manifest
 
 _LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
            "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 _MODES = {"sequential": "ORT_SEQUENTIAL", "parallel": "ORT_PARALLEL"}
 _ERROR_LOGS_ONLY = 3
+# onnxruntime's status text for a kernel that refused its input's shape
+_SHAPE_WORDS = re.compile(r"shape|dimension|broadcast|rank|axis|reshape", re.IGNORECASE)
+_NODE = re.compile(r"running (\w+) node")
+_SOURCE = re.compile(r"^\S+\.(?:h|cc|cpp):\d+ ")  # "path/file.h:563 " before the message
 
 
 def import_onnxruntime() -> Any:
@@ -99,8 +117,35 @@ class OnnxModel:
         try:
             results = run(self._output_names, feed, None)
         except Exception as exc:  # onnxruntime raises its own pybind exception types
-            raise InferenceFailed(self._name, self._version, str(exc)) from exc
+            raise self._run_error(exc, list(feed)) from exc
         return dict(zip(self._output_names, results, strict=True))
+
+    def _run_error(self, exc: Exception, inputs: list[str]) -> EdgeRuntimeError:
+        reason = input_refusal(exc)
+        if reason is None:
+            return InferenceFailed(self._name, self._version, str(exc))
+        named = [n for n in inputs if re.search(rf"(?<!\w){re.escape(n)}(?!\w)", reason)]
+        if len(inputs) == 1 or len(named) == 1:
+            return InputInvalid((named or inputs)[0], f"the model refused it: {reason}")
+        names = ", ".join(map(repr, inputs))
+        return PayloadInvalid(f"inputs {names}: the model refused them: {reason}")
 
     def unload(self) -> None:
         self._session = self._run = None
+
+
+def input_refusal(exc: Exception) -> str | None:
+    """onnxruntime's reason when ``exc`` refuses the input rather than reports a fault."""
+    kind = type(exc).__name__
+    text = str(exc)
+    if kind == "InvalidArgument":
+        return text.split("INVALID_ARGUMENT : ", 1)[-1].strip()
+    if kind != "Fail" or "Status Message: " not in text:
+        return None
+    node = _NODE.search(text)
+    detail = _SOURCE.sub("", text.split("Status Message: ", 1)[1].strip())
+    if " was false. " in detail:  # "<function> <condition> was false. <what it means>"
+        detail = detail.split(" was false. ", 1)[1]
+    if not _SHAPE_WORDS.search(detail):
+        return None
+    return f"{node.group(1)} node: {detail}" if node else detail

@@ -5,6 +5,10 @@ default, ``pool_size`` in the backend options) and each predict borrows one. Inp
 are bound by signature names when the model has a signature, else by tensor name, else by order.
 A model with a fixed batch dimension (the converter's TFLite export fixes it to 1) serves any
 number of rows in chunks of that batch.
+
+An input the interpreter refuses (a shape its graph cannot be prepared for, though the
+manifest's dynamic dimensions allow it, or a tensor it cannot take) raises ``InputInvalid``
+(400); a failure while running is ``InferenceFailed`` (500).
 """
 
 from __future__ import annotations
@@ -20,7 +24,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge_runtime.backends.base import Arrays, BackendOptions, extra_option
-from edge_runtime.errors import BackendUnavailable, InferenceFailed, SwapError
+from edge_runtime.errors import (
+    BackendUnavailable,
+    EdgeRuntimeError,
+    InferenceFailed,
+    InputInvalid,
+    PayloadInvalid,
+    SwapError,
+)
 from edge_runtime.manifest import Manifest, TensorSpec
 
 _HINT = "pip install edge-runtime[tflite]"
@@ -203,9 +214,20 @@ class TfliteModel:
             return run_in_batches(lambda part: self._run(slot, part), inputs, slot.batch)
         except Exception as exc:  # the interpreter raises ValueError/RuntimeError
             slot.shapes.clear()  # a failed resize/allocate must not be taken as done
-            raise InferenceFailed(self._name, self._version, str(exc)) from exc
+            raise self._run_error(exc, list(inputs)) from exc
         finally:
             self._release(slot)
+
+    def _run_error(self, exc: Exception, inputs: list[str]) -> EdgeRuntimeError:
+        text = str(exc).strip()
+        # ValueError: set_tensor refused the array; "failed to prepare": no plan for the
+        # resized shapes. Both are about this input; a failure to invoke is not.
+        if not isinstance(exc, ValueError) and "failed to prepare" not in text:
+            return InferenceFailed(self._name, self._version, text)
+        if len(inputs) == 1:
+            return InputInvalid(inputs[0], f"the model refused it: {text}")
+        names = ", ".join(map(repr, inputs))
+        return PayloadInvalid(f"inputs {names}: the model refused them: {text}")
 
     def unload(self) -> None:
         with self._cond:

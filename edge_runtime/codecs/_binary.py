@@ -38,7 +38,7 @@ def pack(arr: NDArray[Any]) -> bytes:
     if arr.dtype.kind not in "OSU":
         return arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
     parts: list[bytes] = []
-    for x in arr.flat:
+    for x in arr.reshape(-1):
         data = x if isinstance(x, bytes) else str(x).encode()
         parts += (_LEN.pack(len(data)), data)
     return b"".join(parts)

@@ -36,6 +36,7 @@ from edge_runtime.manifest import TensorSpec
 
 __all__ = [
     "HEADER_LENGTH",
+    "MAX_ID_BYTES",
     "InferRequest",
     "check_outputs",
     "datatype_of",
@@ -48,6 +49,7 @@ __all__ = [
 ]
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
+MAX_ID_BYTES = 256  # a request id is remembered for label feedback: its size is bounded
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,8 +83,12 @@ def decode_request(body: bytes | memoryview, header_length: int | None) -> Infer
     if not isinstance(doc, dict):
         raise PayloadInvalid("the request must be a JSON object")
     rid = doc.get("id")
-    if rid is not None and not isinstance(rid, str):
-        raise PayloadInvalid('"id" must be a string')
+    if rid is not None:
+        if not isinstance(rid, str):
+            raise PayloadInvalid('"id" must be a string')
+        if _too_long(rid):
+            raise PayloadInvalid(f'"id" is {len(rid.encode())} bytes long: request ids are '
+                                 f"at most {MAX_ID_BYTES} bytes")
     params = _parameters(doc, "the request")
     binary_default = params.get("binary_data_output", False)
     if not isinstance(binary_default, bool):
@@ -90,6 +96,10 @@ def decode_request(body: bytes | memoryview, header_length: int | None) -> Infer
     inputs = _decode_inputs(doc.get("inputs"), tail, header_length is None)
     requested, binary = _requested_outputs(doc.get("outputs"), binary_default)
     return InferRequest(rid, inputs, requested, binary, binary_default, params)
+
+
+def _too_long(rid: str) -> bool:
+    return len(rid) > MAX_ID_BYTES // 4 and len(rid.encode()) > MAX_ID_BYTES
 
 
 _PLAIN_KEYS = {"name", "shape", "datatype", "data"}
@@ -114,14 +124,14 @@ def decode_plain(body: bytes | memoryview) -> tuple[str | None, dict[str, NDArra
     items = doc.get("inputs")
     rid = doc.get("id")
     if len(doc) != (1 if rid is None else 2) or type(items) is not list or not items or (
-            rid is not None and type(rid) is not str):
+            rid is not None and (type(rid) is not str or _too_long(rid))):
         return None
     inputs: dict[str, NDArray[Any]] = {}
     for item in items:
         if type(item) is not dict or item.keys() != _PLAIN_KEYS:
             return None
-        name, shape, data = item["name"], item["shape"], item["data"]
-        dtype = DATATYPES.get(item["datatype"])
+        name, shape, data, datatype = item["name"], item["shape"], item["data"], item["datatype"]
+        dtype = DATATYPES.get(datatype) if type(datatype) is str else None
         if (type(name) is not str or not name or name in inputs or type(shape) is not list
                 or type(data) is not list or dtype is None or dtype.kind == "O"):
             return None
@@ -268,7 +278,7 @@ def _json_tensor(name: str, data: Any, datatype: str, shape: tuple[int, ...]) ->
             name, f"data has {arr.size} elements but shape {list(shape)} needs {count}")
     if dtype.kind == "O":
         encoded = np.empty(count, dtype=object)
-        encoded[:] = [s.encode() for s in arr.flat]
+        encoded[:] = [s.encode() for s in arr.reshape(-1)]
         arr = encoded
     return arr.reshape(shape)
 

@@ -1,4 +1,5 @@
-"""Prometheus text exposition (format 0.0.4) of the per-model-version request metrics.
+"""Prometheus text exposition (format 0.0.4) of the per-model-version request metrics (and of
+extra samples: the daemon's task health and fault counters, `edge_runtime.monitor.health`).
 
 Pure formatting: the caller takes ``ModelMetrics.snapshot_all`` / ``totals_all`` under its lock
 and the HTTP layer serves the string with ``CONTENT_TYPE``. Latency is a summary, as the
@@ -23,12 +24,14 @@ _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 @dataclass(frozen=True)
 class Gauge:
-    """One extra sample, e.g. ``Gauge("edge_models_loaded", "Models loaded.", 3)``."""
+    """One extra sample, e.g. ``Gauge("edge_models_loaded", "Models loaded.", 3)``; a
+    cumulative count says ``kind="counter"`` (its name should end in ``_total``)."""
 
     name: str
     help: str
     value: float
     labels: Mapping[str, str] = field(default_factory=dict)
+    kind: str = "gauge"
 
 
 def escape_label_value(value: str) -> str:
@@ -61,6 +64,8 @@ def _sample(name: str, labels: Mapping[str, str], value: float) -> str:
 def _family(name: str, kind: str, help_text: str, samples: Iterable[str]) -> list[str]:
     if not _METRIC_NAME.match(name):
         raise ValueError(f"invalid metric name {name!r}")
+    if kind not in ("counter", "gauge", "summary"):
+        raise ValueError(f"invalid metric type {kind!r}")
     return [f"# HELP {name} {_escape_help(help_text)}", f"# TYPE {name} {kind}", *samples]
 
 
@@ -94,7 +99,7 @@ def _extra(gauges: Iterable[Gauge]) -> list[str]:
     lines = []
     for name, members in families.items():
         samples = [_sample(name, g.labels, g.value) for g in members]
-        lines.extend(_family(name, "gauge", members[0].help, samples))
+        lines.extend(_family(name, members[0].kind, members[0].help, samples))
     return lines
 
 

@@ -124,14 +124,17 @@ class MetricsWindow:
     """Ring of ``slots`` slots of ``slot_seconds`` each. Not thread-safe: ``ModelMetrics`` locks."""
 
     def __init__(
-        self, slot_seconds: float = 10.0, slots: int = 90, *, clock: Clock = time.monotonic
+        self, slot_seconds: float = 10.0, slots: int = 90, *, clock: Clock = time.monotonic,
+        started: float | None = None,
     ) -> None:
+        """``started``: when counting began (default: now). Throughput never divides by time
+        before it, nor by time after it that the window did not exist to count."""
         if slot_seconds <= 0 or slots < 1:
             raise ValueError(f"need slot_seconds > 0 and slots >= 1, got {slot_seconds}, {slots}")
         self.slot_seconds = slot_seconds
         self.slots = slots
         self._clock = clock
-        self._started = clock()
+        self._started = clock() if started is None else started
         self._epochs: list[int | None] = [None] * slots
         self._ring = [IntervalStats() for _ in range(slots)]
         # totals are plain counters: Prometheus needs sums and counts, not a histogram
@@ -205,8 +208,8 @@ class MetricsWindow:
         """Merge the slots of the last ``seconds`` (capped at the ring's span).
 
         The current slot is only partly over, so the covered span runs from the start of the
-        oldest merged slot (or the window's creation, if later) to now; throughput divides by
-        that span, not by ``seconds``, so a fresh window does not under-report.
+        oldest merged slot (or ``started``, if later) to now; throughput divides by that span,
+        not by ``seconds``, so a fresh window does not under-report, nor over-report.
         """
         now = self._clock()
         current = math.floor(now / self.slot_seconds)
@@ -265,6 +268,9 @@ class ModelMetrics:
         self._slots = slots
         self._clock = clock
         self._wall_clock = wall_clock
+        # Windows are created when their first requests are folded, which may be long after
+        # those requests were served: their span starts here, when counting began.
+        self._started = clock()
         self._lock = threading.Lock()
         self._windows: dict[ModelKey, MetricsWindow] = {}
         self._pending: dict[ModelKey, PendingRequests] = {}
@@ -274,7 +280,8 @@ class ModelMetrics:
         key = (model, version)
         window = self._windows.get(key)
         if window is None:
-            window = MetricsWindow(self._slot_seconds, self._slots, clock=self._clock)
+            window = MetricsWindow(self._slot_seconds, self._slots, clock=self._clock,
+                                   started=self._started)
             self._windows[key] = window
         return window
 

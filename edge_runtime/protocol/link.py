@@ -4,11 +4,12 @@ real MQTT client (``protocol.mqtt.MqttLink``) and a shipped in-memory fake
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from edge_runtime.errors import ConfigError, EdgeRuntimeError
 
@@ -35,12 +36,67 @@ Will = Callable[[], tuple[str, bytes, bool]]
 OnConnect = Callable[[], Awaitable[None]]
 
 
+REDACTED = "***"
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+# A broker password is a line of text, not a document: bounds what a wrong path can pull in.
+_MAX_PASSWORD_BYTES = 4096
+
+
+def _split_userinfo(url: str) -> tuple[str, str | None, str] | None:
+    """(``scheme://user``, password or None, ``@host...``), or None without a userinfo part.
+
+    Everything before the *last* ``@`` counts as userinfo, even past a ``/``: a password with an
+    unescaped ``/`` or ``#`` is then still hidden, never half shown as a path."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not _SCHEME.fullmatch(scheme):  # a "://" inside a password is no scheme
+        scheme, sep, rest = "", "", url
+    userinfo, at, tail = rest.rpartition("@")
+    if not at:
+        return None
+    user, colon, password = userinfo.partition(":")
+    return f"{scheme}{sep}{user}", password if colon else None, f"@{tail}"
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``: the only form logs, errors and output
+    show. Never raises, whatever the input."""
+    parts = _split_userinfo(url)
+    if parts is None or parts[1] is None:
+        return url
+    head, _password, tail = parts
+    return f"{head}:{REDACTED}{tail}"
+
+
+def password_in_url(url: str) -> bool:
+    parts = _split_userinfo(url)
+    return parts is not None and parts[1] is not None
+
+
+def read_password_file(path: Path) -> str:
+    """The password in ``path``: its first line, without the line end (``echo pw > file``)."""
+    try:
+        with Path(path).open("rb") as fh:
+            raw = fh.read(_MAX_PASSWORD_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"password file {path}: cannot read it ({exc.strerror})") from None
+    if len(raw) > _MAX_PASSWORD_BYTES:
+        raise ConfigError(f"password file {path}: longer than {_MAX_PASSWORD_BYTES} bytes")
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        raise ConfigError(f"password file {path}: not UTF-8 text") from None
+    password = text.removesuffix("\n").removesuffix("\r")
+    if not password or "\n" in password or "\r" in password:
+        raise ConfigError(f"password file {path}: must hold the password on one line")
+    return password
+
+
 @dataclass(frozen=True)
 class MqttSettings:
     host: str = "127.0.0.1"
     port: int = 1883
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     tls: bool = False
     ca_file: Path | None = None
     cert_file: Path | None = None
@@ -49,21 +105,47 @@ class MqttSettings:
     session_expiry_s: int = 3600
     reconnect_min_s: float = 0.2
     reconnect_max_s: float = 10.0
+    # Inbound messages waiting for the consumer: past either bound new ones are dropped and
+    # counted (a flood must not grow memory without limit; QoS 1 redelivery covers a reconnect).
+    inbound_max_messages: int = 50_000
+    inbound_max_bytes: int = 64 * 2**20
 
     @classmethod
-    def from_url(cls, url: str, **kw: object) -> MqttSettings:
-        """mqtt://[user[:password]@]host[:port] or mqtts://... (TLS)."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ConfigError(f"broker URL {url!r} must look like mqtt://host:1883")
+    def from_url(cls, url: str, *, password: str | None = None, **kw: object) -> MqttSettings:
+        """mqtt://[user[:password]@]host[:port] or mqtts://... (TLS). ``password`` (from a file
+        or the environment) takes precedence over one in the URL."""
+        shown = redact_url(url)
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:
+            raise ConfigError(f"broker URL {shown!r}: bad host or port") from None
+        if (parts.scheme not in ("mqtt", "mqtts") or not parts.hostname
+                or parts.path not in ("", "/") or parts.query or parts.fragment):
+            raise ConfigError(f"broker URL {shown!r} must look like mqtt://[user@]host:1883 "
+                              "(or mqtts://)")
         tls = parts.scheme == "mqtts"
-        return cls(host=parts.hostname, port=parts.port or (8883 if tls else 1883),
+        if password is None and parts.password:
+            password = unquote(parts.password)
+        return cls(host=parts.hostname, port=port or (8883 if tls else 1883),
                    username=unquote(parts.username) if parts.username else None,
-                   password=unquote(parts.password) if parts.password else None,
-                   tls=tls, **kw)  # type: ignore[arg-type]
+                   password=password, tls=tls, **kw)  # type: ignore[arg-type]
+
+    @property
+    def url(self) -> str:
+        """The broker URL to show: ``mqtt://user:***@host:port``, never the password."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        login = ""
+        if self.username or self.password:
+            secret = f":{REDACTED}" if self.password else ""
+            login = f"{quote(self.username or '', safe='')}{secret}@"
+        return f"{'mqtts' if self.tls else 'mqtt'}://{login}{host}:{self.port}"
 
 
 class Link(Protocol):
+    #: inbound messages dropped because the consumer's queue was full
+    inbound_dropped: int
+
     @property
     def connected(self) -> bool: ...
 

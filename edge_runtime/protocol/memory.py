@@ -55,6 +55,7 @@ class InMemoryLink:
         self._on_connect = on_connect
         self.filters: list[str] = []
         self.queue: asyncio.Queue[Message] = asyncio.Queue()
+        self.inbound_dropped = 0  # the in-memory broker never drops: kept for the Link protocol
         self._connected = False
         self._stopping = False
         self._task: asyncio.Task[None] | None = None

@@ -1,13 +1,16 @@
 """Versioned message schemas shared by the device agent and the fleet manager.
 
-Every payload is a JSON object with ``schema_version``; decoders check types and raise
-``MessageInvalid`` (carrying the kind and the reason) for anything malformed, so a bad payload is
-logged and dropped, never crashes a receiver. Artifact chunks are binary: a 4-byte big-endian
-header length, a JSON header, then the chunk bytes.
+Every payload is a JSON object with ``schema_version``; decoders check types and ranges
+(`edge_runtime.protocol.schema`: integers that fit SQLite, finite floats, bounded strings and
+lists) and raise ``MessageInvalid`` (carrying the kind, the reason and a `Defect` code) for
+anything malformed, so a bad payload is logged, counted and dropped, never stored and never
+crashes a receiver. Artifact chunks are binary: a 4-byte big-endian header length, a JSON
+header, then the chunk bytes.
 """
 
 from __future__ import annotations
 
+import re
 import struct
 import time
 from dataclasses import asdict, dataclass, field
@@ -15,44 +18,36 @@ from typing import Any
 
 import orjson
 
-from edge_runtime.errors import EdgeRuntimeError
+from edge_runtime.protocol import payloads
+from edge_runtime.protocol.schema import (
+    MAX_TEXT,
+    SCHEMA_VERSION,
+    Defect,
+    Fields,
+    MessageInvalid,
+)
+from edge_runtime.swap.machine import State
 
-SCHEMA_VERSION = 1
-_HASH_LEN = 64
+__all__ = ["SCHEMA_VERSION", "Defect", "MessageInvalid", "Status", "Heartbeat", "Artifact",
+           "Probation", "Experiment", "ModelTarget", "Desired", "ModelReport", "Reported",
+           "Event", "Telemetry", "ArtifactRequest", "ArtifactChunk", "Alert", "encode"]
+
+SWAP_STATES = frozenset(s.value for s in State)
+REPORT_STATES = SWAP_STATES | {"idle"}  # a model with no swap record yet
+MAX_MODELS = 256
+MAX_TAGS = 64
+MAX_CHUNKS = 1 << 16  # chunks of one artifact (4 GB at the default 64 KiB)
+MAX_CHUNK_SIZE = 1 << 26
+MAX_URL = 2048
+MAX_CHUNK_HEADER = 4096
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-class MessageInvalid(EdgeRuntimeError):
-    def __init__(self, kind: str, reason: str) -> None:
-        super().__init__(f"invalid {kind} message: {reason}")
-        self.kind = kind
-        self.reason = reason
-
-
-def _obj(kind: str, payload: bytes) -> dict[str, Any]:
-    try:
-        doc = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        raise MessageInvalid(kind, f"not JSON ({exc})") from exc
-    if not isinstance(doc, dict):
-        raise MessageInvalid(kind, "not a JSON object")
-    if doc.get("schema_version") != SCHEMA_VERSION:
-        raise MessageInvalid(kind, f"schema_version {doc.get('schema_version')!r} is not "
-                             f"{SCHEMA_VERSION}")
-    return doc
-
-
-def _get(kind: str, doc: dict[str, Any], key: str, typ: type | tuple[type, ...],
-         default: Any = ...) -> Any:
-    if key not in doc:
-        if default is ...:
-            raise MessageInvalid(kind, f"missing {key!r}")
-        return default
-    value = doc[key]
-    if isinstance(value, bool) and typ in (int, float, (int, float)):
-        raise MessageInvalid(kind, f"{key!r} must be a number")
-    if not isinstance(value, typ) and not (default is not ... and value is None):
-        raise MessageInvalid(kind, f"{key!r} has the wrong type")
-    return value
+def _sha256(f: Fields, key: str) -> str:
+    value = f.string(key)
+    if not _SHA256.fullmatch(value):
+        raise f.fail(f"{key!r} must be a lowercase sha256 hex digest")
+    return str(value)
 
 
 def encode(msg: Any) -> bytes:
@@ -67,11 +62,9 @@ class Status:
 
     @classmethod
     def decode(cls, payload: bytes) -> Status:
-        d = _obj("status", payload)
-        state = _get("status", d, "state", str)
-        if state not in ("online", "offline"):
-            raise MessageInvalid("status", f"state {state!r}")
-        return cls(state, _get("status", d, "session", int), _get("status", d, "ts", (int, float)))
+        f = Fields.load("status", payload)
+        return cls(f.string("state", choices=("online", "offline")), f.integer("session"),
+                   f.timestamp("ts"))
 
 
 @dataclass(frozen=True)
@@ -82,10 +75,8 @@ class Heartbeat:
 
     @classmethod
     def decode(cls, payload: bytes) -> Heartbeat:
-        d = _obj("heartbeat", payload)
-        return cls(_get("heartbeat", d, "session", int),
-                   _get("heartbeat", d, "uptime_s", (int, float)),
-                   _get("heartbeat", d, "ts", (int, float)))
+        f = Fields.load("heartbeat", payload)
+        return cls(f.integer("session"), f.number("uptime_s"), f.timestamp("ts"))
 
 
 @dataclass(frozen=True)
@@ -98,17 +89,16 @@ class Artifact:
 
     @classmethod
     def from_dict(cls, d: Any) -> Artifact:
-        k = "artifact"
-        if not isinstance(d, dict):
-            raise MessageInvalid(k, "not an object")
-        chunks = _get(k, d, "chunks", list)
-        if not all(isinstance(c, str) and len(c) == _HASH_LEN for c in chunks):
-            raise MessageInvalid(k, "chunks must be sha256 hex strings")
-        sha, size, chunk = (_get(k, d, "sha256", str), _get(k, d, "size", int),
-                            _get(k, d, "chunk_size", int))
-        if len(sha) != _HASH_LEN or size < 0 or chunk <= 0 or len(chunks) != -(-size // chunk):
-            raise MessageInvalid(k, "sha256/size/chunk_size/chunks do not agree")
-        return cls(sha, size, chunk, tuple(chunks), _get(k, d, "url", str, None))
+        f = Fields("artifact", d)
+        chunks = f.strings("chunks", max_items=MAX_CHUNKS)
+        if not all(_SHA256.fullmatch(c) for c in chunks):
+            raise f.fail("chunks must be sha256 hex strings")
+        size = f.integer("size", hi=MAX_CHUNKS * MAX_CHUNK_SIZE)
+        chunk = f.integer("chunk_size", lo=1, hi=MAX_CHUNK_SIZE)
+        if len(chunks) != -(-size // chunk):
+            raise f.fail("sha256/size/chunk_size/chunks do not agree")
+        return cls(_sha256(f, "sha256"), size, chunk, chunks,
+                   f.string("url", None, max_len=MAX_URL))
 
 
 @dataclass(frozen=True)
@@ -121,15 +111,12 @@ class Probation:
 
     @classmethod
     def from_dict(cls, d: Any) -> Probation:
-        k, base = "probation", cls()
-        if not isinstance(d, dict):
-            raise MessageInvalid(k, "not an object")
-        num = (int, float)
-        return cls(float(_get(k, d, "seconds", num, base.seconds)),
-                   float(_get(k, d, "max_error_rate", num, base.max_error_rate)),
-                   float(_get(k, d, "max_error_increase", num, base.max_error_increase)),
-                   float(_get(k, d, "max_p95_ratio", num, base.max_p95_ratio)),
-                   int(_get(k, d, "min_requests", int, base.min_requests)))
+        f, base = Fields("probation", d), cls()
+        return cls(f.number("seconds", base.seconds), f.number("max_error_rate",
+                                                                base.max_error_rate),
+                   f.number("max_error_increase", base.max_error_increase),
+                   f.number("max_p95_ratio", base.max_p95_ratio),
+                   f.integer("min_requests", base.min_requests))
 
 
 @dataclass(frozen=True)
@@ -144,14 +131,9 @@ class Experiment:
 
     @classmethod
     def from_dict(cls, d: Any) -> Experiment:
-        k = "experiment"
-        if not isinstance(d, dict):
-            raise MessageInvalid(k, "not an object")
-        split = float(_get(k, d, "split", (int, float)))
-        if not 0.0 <= split <= 100.0:
-            raise MessageInvalid(k, "split must be a percentage")
-        return cls(_get(k, d, "id", str), _get(k, d, "version", str),
-                   Artifact.from_dict(d.get("artifact")), split)
+        f = Fields("experiment", d)
+        return cls(f.string("id"), f.string("version"), Artifact.from_dict(f.doc.get("artifact")),
+                   f.number("split", hi=100.0))
 
 
 @dataclass(frozen=True)
@@ -164,12 +146,11 @@ class ModelTarget:
 
     @classmethod
     def from_dict(cls, d: Any) -> ModelTarget:
-        if not isinstance(d, dict):
-            raise MessageInvalid("desired", "model entry is not an object")
-        exp = d.get("experiment")
-        return cls(_get("desired", d, "version", str), _get("desired", d, "deployment", str),
-                   Artifact.from_dict(d.get("artifact")),
-                   Probation.from_dict(d.get("probation", {})),
+        f = Fields("desired", d)
+        exp, probation = f.doc.get("experiment"), f.doc.get("probation")
+        return cls(f.string("version"), f.string("deployment"),
+                   Artifact.from_dict(f.doc.get("artifact")),
+                   Probation.from_dict({} if probation is None else probation),
                    Experiment.from_dict(exp) if exp is not None else None)
 
 
@@ -181,11 +162,10 @@ class Desired:
 
     @classmethod
     def decode(cls, payload: bytes) -> Desired:
-        d = _obj("desired", payload)
-        models = _get("desired", d, "models", dict)
-        return cls(_get("desired", d, "generation", int),
-                   {str(k): ModelTarget.from_dict(v) for k, v in models.items()},
-                   _get("desired", d, "ts", (int, float)))
+        f = Fields.load("desired", payload)
+        models = f.mapping("models", max_items=MAX_MODELS)
+        return cls(f.integer("generation"),
+                   {k: ModelTarget.from_dict(v) for k, v in models.items()}, f.timestamp("ts"))
 
 
 @dataclass(frozen=True)
@@ -196,6 +176,13 @@ class ModelReport:
     state: str
     deployment: str | None = None
     reason: str = ""
+
+    @classmethod
+    def from_dict(cls, d: Any) -> ModelReport:
+        f = Fields("reported", d)
+        return cls(f.string("active", None), f.string("previous", None), f.strings("installed"),
+                   f.string("state", choices=REPORT_STATES), f.string("deployment", None),
+                   f.string("reason", "", max_len=MAX_TEXT))
 
 
 @dataclass(frozen=True)
@@ -210,19 +197,12 @@ class Reported:
 
     @classmethod
     def decode(cls, payload: bytes) -> Reported:
-        k = "reported"
-        d = _obj(k, payload)
-        models = {}
-        for name, m in _get(k, d, "models", dict).items():
-            if not isinstance(m, dict):
-                raise MessageInvalid(k, f"model {name!r} is not an object")
-            models[str(name)] = ModelReport(
-                _get(k, m, "active", str, None), _get(k, m, "previous", str, None),
-                tuple(_get(k, m, "installed", list, [])), _get(k, m, "state", str),
-                _get(k, m, "deployment", str, None), _get(k, m, "reason", str, ""))
-        return cls(_get(k, d, "generation", int), _get(k, d, "session", int), models,
-                   tuple(_get(k, d, "tags", list, [])), _get(k, d, "group", str, None),
-                   _get(k, d, "profile", str, None), _get(k, d, "ts", (int, float)))
+        f = Fields.load("reported", payload)
+        models = {name: ModelReport.from_dict(m)
+                  for name, m in f.mapping("models", max_items=MAX_MODELS).items()}
+        return cls(f.integer("generation"), f.integer("session"), models,
+                   f.strings("tags", max_items=MAX_TAGS), f.string("group", None),
+                   f.string("profile", None), f.timestamp("ts"))
 
 
 @dataclass(frozen=True)
@@ -237,12 +217,16 @@ class Event:
 
     @classmethod
     def decode(cls, payload: bytes) -> Event:
-        k = "event"
-        d = _obj(k, payload)
-        return cls(_get(k, d, "seq", int), _get(k, d, "name", str),
-                   _get(k, d, "version", str, None), _get(k, d, "state", str),
-                   _get(k, d, "deployment", str, None), _get(k, d, "reason", str, ""),
-                   _get(k, d, "ts", (int, float)))
+        return cls.decode_with_id(payload)[0]
+
+    @classmethod
+    def decode_with_id(cls, payload: bytes) -> tuple[Event, str | None]:
+        """The event and the outbox message id the device sent it with (None: none)."""
+        f = Fields.load("event", payload)
+        event = cls(f.integer("seq"), f.string("name"), f.string("version", None),
+                    f.string("state", choices=SWAP_STATES), f.string("deployment", None),
+                    f.string("reason", "", max_len=MAX_TEXT), f.timestamp("ts"))
+        return event, f.string("msg_id", None)
 
 
 @dataclass(frozen=True)
@@ -253,16 +237,15 @@ class Telemetry:
     version: str | None
     start: float
     end: float
-    payload: dict[str, Any]
+    payload: dict[str, Any]  # normalised by `payloads.check`: only what the kind defines
 
     @classmethod
     def decode(cls, data: bytes) -> Telemetry:
-        k = "telemetry"
-        d = _obj(k, data)
-        return cls(_get(k, d, "msg_id", str), _get(k, d, "kind", str),
-                   _get(k, d, "model", str, None), _get(k, d, "version", str, None),
-                   _get(k, d, "start", (int, float)), _get(k, d, "end", (int, float)),
-                   _get(k, d, "payload", dict))
+        f = Fields.load("telemetry", data)
+        kind = f.string("kind", choices=payloads.KINDS)
+        return cls(f.string("msg_id"), kind, f.string("model", None), f.string("version", None),
+                   f.timestamp("start"), f.timestamp("end"),
+                   payloads.check(f.sub("payload"), kind))
 
 
 @dataclass(frozen=True)
@@ -272,12 +255,11 @@ class ArtifactRequest:
 
     @classmethod
     def decode(cls, payload: bytes) -> ArtifactRequest:
-        k = "artifact request"
-        d = _obj(k, payload)
-        chunks = _get(k, d, "chunks", list)
-        if not chunks or not all(isinstance(c, int) and c >= 0 for c in chunks):
-            raise MessageInvalid(k, "chunks must be a non-empty list of indices")
-        return cls(_get(k, d, "sha256", str), tuple(chunks))
+        f = Fields.load("artifact request", payload)
+        chunks = f.integers("chunks", hi=MAX_CHUNKS - 1)
+        if not chunks:
+            raise f.fail("chunks must be a non-empty list of indices", Defect.MISSING)
+        return cls(_sha256(f, "sha256"), chunks)
 
 
 @dataclass(frozen=True)
@@ -295,15 +277,15 @@ class ArtifactChunk:
     def decode(cls, payload: bytes) -> ArtifactChunk:
         k = "artifact chunk"
         if len(payload) < 4:
-            raise MessageInvalid(k, "too short")
+            raise MessageInvalid(k, "too short", Defect.NOT_OBJECT)
         (hlen,) = struct.unpack(">I", payload[:4])
-        if 4 + hlen > len(payload):
-            raise MessageInvalid(k, "header length beyond the payload")
-        d = _obj(k, payload[4:4 + hlen])
+        if hlen > MAX_CHUNK_HEADER or 4 + hlen > len(payload):
+            raise MessageInvalid(k, "header length beyond the payload", Defect.OUT_OF_RANGE)
+        f = Fields.load(k, payload[4:4 + hlen])
         data = payload[4 + hlen:]
-        if _get(k, d, "size", int) != len(data):
-            raise MessageInvalid(k, "size does not match the data")
-        return cls(_get(k, d, "sha256", str), _get(k, d, "index", int), bytes(data))
+        if f.integer("size", hi=MAX_CHUNK_SIZE) != len(data):
+            raise f.fail("size does not match the data")
+        return cls(_sha256(f, "sha256"), f.integer("index", hi=MAX_CHUNKS - 1), bytes(data))
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ def _paho() -> Any:
     try:
         import paho.mqtt.client as mqtt
     except ImportError as exc:
-        raise BackendUnavailable("mqtt", hint="pip install edge-runtime[fleet]") from exc
+        raise BackendUnavailable("mqtt", hint="pip install edge-runtime[mqtt]") from exc
     return mqtt
 
 
@@ -85,6 +85,9 @@ class MqttLink:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._backoff = settings.reconnect_min_s
         self._handled = 0  # messages and acks received: progress of one read
+        self._refused = False  # the broker's last CONNACK said no
+        self._queued_bytes = 0
+        self.inbound_dropped = 0
 
     @property
     def connected(self) -> bool:
@@ -141,14 +144,22 @@ class MqttLink:
         mqtt = _paho()
         while not self._stopping:
             if not self.connected and self._client.socket() is None:
+                if self._refused:  # a bad login stays bad: ask again after a backoff too
+                    self._refused = False
+                    await self._back_off()
+                    continue
                 try:
                     self._connect_once(mqtt)
                 except OSError as exc:
-                    log.debug("%s: connect failed (%s)", self.client_id, exc)
-                    await asyncio.sleep(self._backoff)
-                    self._backoff = min(self._backoff * 2, self.settings.reconnect_max_s)
+                    log.debug("%s: connect to %s failed (%s)", self.client_id,
+                              self.settings.url, exc)
+                    await self._back_off()
                     continue
             await asyncio.sleep(0.1 if not self.connected else 0.5)
+
+    async def _back_off(self) -> None:
+        await asyncio.sleep(self._backoff)
+        self._backoff = min(self._backoff * 2, self.settings.reconnect_max_s)
 
     def _connect_once(self, mqtt: Any) -> None:
         from paho.mqtt.packettypes import PacketTypes
@@ -195,7 +206,9 @@ class MqttLink:
     # -- paho callbacks (run on the loop thread) ---------------------------------------------
     def _on_connect(self, client: Any, _ud: Any, _flags: Any, reason: Any, _props: Any) -> None:
         if reason.is_failure:
-            log.warning("%s: broker refused the connection (%s)", self.client_id, reason)
+            self._refused = True
+            log.warning("%s: broker %s refused the connection (%s)", self.client_id,
+                        self.settings.url, reason)
             return
         self._backoff = self.settings.reconnect_min_s
         if self._filters:
@@ -227,7 +240,21 @@ class MqttLink:
 
     def _on_message(self, _c: Any, _ud: Any, msg: Any) -> None:
         self._handled += 1
+        s, size = self.settings, len(msg.payload)
+        if (self._queue.qsize() >= s.inbound_max_messages
+                or self._queued_bytes + size > s.inbound_max_bytes):
+            self.inbound_dropped += 1
+            if self.inbound_dropped & (self.inbound_dropped - 1) == 0:  # 1st, 2nd, 4th, ...
+                log.warning("%s: inbound queue full (%d messages, %d bytes): dropped %s "
+                            "(%d dropped so far)", self.client_id, self._queue.qsize(),
+                            self._queued_bytes, msg.topic, self.inbound_dropped)
+            return
+        self._queued_bytes += size
         self._queue.put_nowait(Message(msg.topic, bytes(msg.payload), bool(msg.retain)))
+
+    def _taken(self, msg: Message) -> Message:
+        self._queued_bytes -= len(msg.payload)
+        return msg
 
     # -- operations -----------------------------------------------------------------------------
     async def _wait_for(self, aw: Awaitable[T], what: str) -> T:
@@ -266,8 +293,8 @@ class MqttLink:
             await self._wait_for(fut, "subscribe")
 
     async def next_message(self) -> Message:
-        return await self._queue.get()
+        return self._taken(await self._queue.get())
 
     def next_message_nowait(self) -> Message:
         """Raises asyncio.QueueEmpty when nothing is waiting."""
-        return self._queue.get_nowait()
+        return self._taken(self._queue.get_nowait())

@@ -6,13 +6,13 @@ import json
 import shutil
 import time
 import uuid
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_runtime.errors import IntegrityError, ModelNotFound, SwapError
+from edge_runtime.errors import IntegrityError, ModelNotFound, PackageError, SwapError
 from edge_runtime.manifest import Manifest
 from edge_runtime.package import MANIFEST, Package, open_package, sha256_file
+from edge_runtime.pkgzip import DEFAULT_LIMITS, PackageLimits
 from edge_runtime.signing import TrustStore
 from edge_runtime.store.db import Database
 
@@ -44,15 +44,17 @@ class ModelStore:
     """What is installed and what is active. Unpacking never touches the serving version."""
 
     def __init__(self, root: str | Path, *, trust: TrustStore | None = None,
-                 allow_unsigned: bool = False) -> None:
+                 allow_unsigned: bool = False, limits: PackageLimits = DEFAULT_LIMITS) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.db = Database(self.root / DB_FILE)
         self.trust = trust or TrustStore()
         self.allow_unsigned = allow_unsigned
+        self.limits = limits
 
     def verify(self, package: str | Path) -> Package:
-        return open_package(package, self.trust, allow_unsigned=self.allow_unsigned)
+        return open_package(package, self.trust, allow_unsigned=self.allow_unsigned,
+                            limits=self.limits)
 
     def version_dir(self, name: str, version: str) -> Path:
         return self.root / "models" / name / version
@@ -70,7 +72,7 @@ class ModelStore:
         try:
             pkg.extract(staging)
             staging.rename(dest)
-        except (OSError, zipfile.BadZipFile) as exc:  # disk full, package gone: a failed swap
+        except (OSError, PackageError) as exc:  # disk full, package gone or changed
             shutil.rmtree(staging, ignore_errors=True)
             raise SwapError(m.name, m.version, f"cannot unpack {pkg.path} ({exc})") from exc
         return dest

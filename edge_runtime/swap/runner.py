@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import logging
 import threading
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from edge_runtime.errors import EdgeRuntimeError, PackageFormatError, SwapError
+from edge_runtime.errors import EdgeRuntimeError, SwapError
 from edge_runtime.manifest import Manifest
-from edge_runtime.package import MANIFEST, Package
+from edge_runtime.package import Package, read_manifest
 from edge_runtime.registry import Registry, ServedModel
 from edge_runtime.store.models import ModelStore
 from edge_runtime.swap import records
@@ -36,11 +35,7 @@ def _pass_probation(_record: SwapRecord) -> Event | None:
 
 def peek_manifest(path: str | Path) -> Manifest:
     """Name and version before verification, to key the swap record (verified right after)."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            return Manifest.from_bytes(zf.read(MANIFEST), str(path))
-    except (OSError, KeyError, zipfile.BadZipFile) as exc:
-        raise PackageFormatError(path, f"not a model package ({exc})") from exc
+    return read_manifest(path)
 
 
 class SwapRunner:

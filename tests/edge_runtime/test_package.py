@@ -136,7 +136,7 @@ def test_not_a_package(tmp_path: Path, keys: Keys) -> None:
 def test_extra_member_refused(tmp_path: Path, keys: Keys) -> None:
     path = write(tmp_path, keys.signer)
     rewrite(path, {"../../etc/passwd": b"x"})
-    with pytest.raises(PackageFormatError, match="not listed"):
+    with pytest.raises(PackageFormatError, match=r"not listed|path separator"):
         open_package(path, keys.trust)
 
 

@@ -27,12 +27,11 @@ def test_shipped_profiles_are_found_and_complete() -> None:
         assert profile.description
         assert profile.intra_op_threads <= profile.cores
         assert set(profile.preferred_formats) == {"onnx", "tflite"}
-        assert profile.max_batch_size > 1 and profile.response_cache_entries > 0
         # Every field is set by the file, so no shipped profile silently relies on a default.
         text = (PROFILES_DIR / f"{name}.toml").read_text()
         keys = ["description", "arch", "cores", "memory_mb", "preferred_formats",
-                "intra_op_threads", "inter_op_threads", "max_batch_size", "max_queue_delay_ms",
-                "entries", "interval_s", "max_telemetry_rows", "max_bytes"]
+                "intra_op_threads", "inter_op_threads", "interval_s", "max_telemetry_rows",
+                "max_bytes"]
         assert all(f"\n{k} = " in text or text.startswith(f"{k} = ") for k in keys), name
 
 
@@ -81,11 +80,6 @@ inter_op_threads = 2
 [backend.extra]
 xnnpack = false
 "session.x" = "1"
-[batching]
-max_batch_size = 4
-max_queue_delay_ms = 1
-[cache]
-entries = 10
 [telemetry]
 interval_s = 5
 [storage]
@@ -95,8 +89,7 @@ max_bytes = 1024
     assert load_profile(str(path)) == DeviceProfile(
         name="board", description="test board", arch="riscv64", cores=8, memory_mb=512,
         preferred_formats=("onnx",), intra_op_threads=0, inter_op_threads=2,
-        backend_extra={"xnnpack": False, "session.x": "1"}, max_batch_size=4,
-        max_queue_delay_ms=1.0, response_cache_entries=10, telemetry_interval_s=5.0,
+        backend_extra={"xnnpack": False, "session.x": "1"}, telemetry_interval_s=5.0,
         max_telemetry_rows=7, max_storage_bytes=1024)
 
 
@@ -120,7 +113,10 @@ def test_missing_path_is_a_config_error(tmp_path: Path) -> None:
     ("cores = 4\ncores = 5\n", None),
     ("cores = [4\n", None),
     ("cors = 4\n", "cors"),
-    ("[batching]\nmax_batch = 4\n", "batching.max_batch"),
+    ("[telemetry]\ninterval = 4\n", "telemetry.interval"),
+    # Behaviour, not hardware: refused, with where to set it instead.
+    ("[batching]\nmax_batch_size = 4\n", "batching.max_batch_size"),
+    ("[cache]\nentries = 10\n", "cache.entries"),
     ('cores = "4"\n', "cores"),
     ("cores = 0\n", "cores"),
     ("cores = true\n", "cores"),
@@ -130,7 +126,6 @@ def test_missing_path_is_a_config_error(tmp_path: Path) -> None:
     ("preferred_formats = []\n", "preferred_formats"),
     ("[backend]\nintra_op_threads = -1\n", "backend.intra_op_threads"),
     ("[backend.extra]\nnested = { a = 1 }\n", "backend.extra"),
-    ("[batching]\nmax_queue_delay_ms = -1.0\n", "batching.max_queue_delay_ms"),
     ("[telemetry]\ninterval_s = 0\n", "telemetry.interval_s"),
     ('[storage]\nmax_bytes = "1G"\n', "storage.max_bytes"),
 ])

@@ -82,3 +82,26 @@ def test_spawning_a_running_name_twice_is_refused() -> None:
         await sup.stop()
 
     asyncio.run(main())
+
+
+def test_stop_cancels_again_a_task_that_swallowed_one_cancellation() -> None:
+    swallowed: list[int] = []
+
+    async def stubborn() -> None:
+        while True:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                if swallowed:
+                    raise
+                swallowed.append(1)  # what wait_for may do on 3.11: the loop goes on
+
+    async def main() -> None:
+        sup = Supervisor(logging.getLogger("test.sup"))
+        task = sup.spawn("stubborn", stubborn)
+        await asyncio.sleep(0)
+        await asyncio.wait_for(sup.stop(), 5)
+        assert task.done()
+
+    asyncio.run(main())
+    assert swallowed == [1]

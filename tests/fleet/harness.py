@@ -1,9 +1,14 @@
 """A fleet in one event loop for integration tests: real broker, real manager, simulated devices
-(each a real MQTT client with the real agent), plus a spy that records every desired state."""
+(each a real MQTT client with the real agent), plus a spy that records every desired state.
+
+The manager signs desired states with the private half of the package key (``trusted``), which
+the devices trust for desired states too unless they are given fleet keys: so every fleet test
+runs with signing on. ``signing_key`` picks another key (or none)."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -21,7 +26,7 @@ from fleet.deploy import deploy
 from fleet.inventory import Target
 from fleet.manager import FleetManager
 from fleet.rollout.machine import Rollout, RState
-from fleet.settings import ManagerSettings
+from fleet.settings import Enrollment, ManagerSettings
 from fleet.sim import SimConfig, SimDevice, SimKnobs, Simulator
 from tests.broker import Broker
 
@@ -50,7 +55,10 @@ class DesiredSpy:
             parsed = self.topics.parse(msg.topic)
             if parsed is None or not msg.payload:
                 continue
-            doc = orjson.loads(msg.payload)
+            try:  # the envelope's document, unverified: the spy records what was sent
+                doc = orjson.loads(base64.b64decode(orjson.loads(msg.payload)["payload"]))
+            except (ValueError, KeyError, TypeError):
+                continue
             self.got.setdefault(parsed.device, []).append((doc["generation"], doc["models"]))
 
     async def stop(self) -> None:
@@ -84,6 +92,9 @@ class FleetHarness:
     workdir: Path
     trusted: Path
     fleet: Fleet | None = None
+    signing_key: Path | None = None  # default: the package key's private half
+    sign: bool = True
+    enrollment: Enrollment = Enrollment.OPEN  # a lab: simulated devices join by themselves
     manager: FleetManager | None = None
     sim: Simulator | None = None
     spy: DesiredSpy | None = None
@@ -111,9 +122,11 @@ class FleetHarness:
             fleet.db.close()
 
     def settings(self) -> ManagerSettings:
+        key = (self.signing_key or self.trusted.with_suffix(".key")) if self.sign else None
         return ManagerSettings(db=self.workdir / "fleet.db", artifacts=self.workdir / "art",
                                mqtt=self.manager_mqtt or self.mqtt,
-                               trusted_keys=(self.trusted,), tick_s=0.1)
+                               trusted_keys=(self.trusted,), signing_key=key, tick_s=0.1,
+                               enrollment=self.enrollment)
 
     @property
     def f(self) -> Fleet:

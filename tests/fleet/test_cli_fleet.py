@@ -82,6 +82,7 @@ def test_edgectl_end_to_end(tmp_path: Path, keys: Keys, fleet_pkgs: dict[str, Pa
     assert json.loads(shown)["versions"][1]["lineage"]["format"] == "onnx"
     assert json.loads(by_alias)["versions"][0]["version"] == "1"
 
+    assert "added 3 device(s)" in ctl("devices", "add", "dev-0", "dev-1", "dev-2").stdout
     fleet = ctl.fleet()
     _devices_report(fleet)
     every, edge, cam, table, dev1, dev1_text = ctl.parallel(

@@ -9,7 +9,7 @@ import pytest
 
 from edge_runtime.backends import BackendOptions, get_backend
 from edge_runtime.backends.onnx import OnnxBackend
-from edge_runtime.errors import InferenceFailed, SwapError
+from edge_runtime.errors import InferenceFailed, InputInvalid, SwapError
 from tests.conftest import gemm_model
 from tests.edge_runtime.backends.helpers import X_4, Y_3, batch, gemm_weights, make_manifest
 
@@ -108,11 +108,11 @@ def test_names_not_in_the_model_are_a_swap_error(gemm_onnx: Path, manifest: Any)
         OnnxBackend().load(gemm_onnx, manifest, BackendOptions())
 
 
-def test_wrong_input_at_runtime_is_inference_failed(gemm_onnx: Path) -> None:
+def test_an_input_the_model_refuses_at_runtime_is_input_invalid(gemm_onnx: Path) -> None:
     model = OnnxBackend().load(gemm_onnx, MANIFEST, BackendOptions())
-    with pytest.raises(InferenceFailed) as info:
+    with pytest.raises(InputInvalid) as info:
         model.predict({"x": np.ones((2, 5), np.float32)})
-    assert (info.value.name, info.value.version) == ("m", "1")
+    assert info.value.input_name == "x" and "Got: 5 Expected: 4" in str(info.value)
     np.testing.assert_allclose(model.predict({"x": batch(2)})["y"], batch(2) @ W + B, rtol=1e-5,
                                atol=1e-5)
 

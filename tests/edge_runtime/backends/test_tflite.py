@@ -9,7 +9,7 @@ import pytest
 
 from edge_runtime.backends import BackendOptions, get_backend
 from edge_runtime.backends.tflite import TfliteBackend
-from edge_runtime.errors import InferenceFailed, SwapError
+from edge_runtime.errors import InferenceFailed, InputInvalid, SwapError
 from edge_runtime.manifest import Manifest
 from tests.edge_runtime.backends.helpers import X_4, Y_3, batch, gemm_weights, make_manifest
 from tests.edge_runtime.backends.tflite_models import dense_tflite
@@ -134,12 +134,12 @@ def test_bad_extra_options_are_a_swap_error(models: dict[str, Path], extra: dict
 
 
 @pytest.mark.parametrize("variant", ["signature", "unnamed"])
-def test_wrong_input_at_runtime_is_inference_failed_and_model_recovers(
+def test_an_input_the_model_refuses_at_runtime_is_input_invalid_and_model_recovers(
         models: dict[str, Path], variant: str) -> None:
     model = load(models[variant])
-    with pytest.raises(InferenceFailed) as info:
+    with pytest.raises(InputInvalid) as info:
         model.predict({"x": np.ones((2, 5), np.float32)})
-    assert (info.value.name, info.value.version) == ("m", "1")
+    assert info.value.input_name == "x" and "failed to prepare" in str(info.value)
     x = batch(2)
     np.testing.assert_allclose(model.predict({"x": x})["y"], expect_y(x), rtol=1e-5, atol=1e-5)
 

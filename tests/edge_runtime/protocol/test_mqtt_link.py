@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
@@ -49,5 +50,37 @@ def test_pubsub_retained_will_and_reconnect(broker: Broker) -> None:
             pass
         await b.stop()
         await c.stop()
+
+    asyncio.run(main())
+
+
+def test_inbound_queue_is_bounded_and_counts_its_drops(broker: Broker) -> None:
+    """A consumer that does not keep up holds at most the configured bytes; the rest is
+    dropped and counted, and the link goes on delivering once the queue drains."""
+
+    async def main() -> None:
+        bounded = replace(MqttSettings.from_url(broker.url), inbound_max_bytes=10 * 1024,
+                          inbound_max_messages=1000)
+        slow = MqttLink(bounded, client_id="slow", clean_start=True)
+        pub = MqttLink(MqttSettings.from_url(broker.url), client_id="pub", clean_start=True)
+        for link in (slow, pub):
+            await link.start()
+            await link.wait_connected(5)
+        await slow.subscribe("flood/#")
+        for i in range(50):
+            await pub.publish(f"flood/{i}", b"x" * 1024)
+        await pub.publish("flood/end", b"end")
+        for _ in range(200):  # wait until the broker has delivered all 51
+            if slow.inbound_dropped + slow._queue.qsize() >= 51:
+                break
+            await asyncio.sleep(0.02)
+        assert slow._queue.qsize() == 10  # 10 x 1 KiB fit in 10 KiB
+        assert slow.inbound_dropped == 41
+        got = [slow.next_message_nowait() for _ in range(10)]
+        assert [m.topic for m in got] == [f"flood/{i}" for i in range(10)]
+        await pub.publish("flood/after", b"ok")
+        assert (await _recv(slow)).topic == "flood/after"
+        await slow.stop()
+        await pub.stop()
 
     asyncio.run(main())
