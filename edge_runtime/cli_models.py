@@ -120,7 +120,7 @@ def models_cmd(store: Path | None, config: Path | None, as_json: bool) -> None:
 @config_opt
 @json_opt
 def status_cmd(store: Path | None, config: Path | None, as_json: bool) -> None:
-    """Requests, errors, throughput and latency per model version over rolling windows."""
+    """Requests, errors, throughput, latency and label feedback per model version."""
     from edge_runtime.adminclient import AdminClient
     from edge_runtime.daemon import RunInfo
     from edge_runtime.status import offline_status
@@ -151,12 +151,23 @@ def _status_text(doc: dict[str, Any]) -> str:
             [[r["model"], r["version"], r["requests"], sum(r["errors"].values()),
               r.get("error_rate"), r.get("throughput_rps"), r.get("p50_ms"), r.get("p95_ms"),
               r.get("p99_ms")] for r in rows]) if rows else "  no traffic")
+    lines.append(_feedback_text(doc.get("feedback", [])))
     st = doc["storage"]
     lines.append(f"\nstorage: {st['telemetry']} telemetry rows, {st['outbox_unsent']} unsent "
                  f"outbox messages, {st['dropped']} dropped")
     if "health" in doc:
         lines.append(_health_text(doc["health"]))
     return "\n".join(lines)
+
+
+def _feedback_text(rows: list[dict[str, Any]]) -> str:
+    """Label feedback (POST /v2/models/NAME/feedback) per version: since the daemon started,
+    or over the stored window when it is not running."""
+    if not rows:
+        return "\nfeedback: none"
+    return "\nfeedback:\n" + render(
+        ["model", "version", "labels", "correct", "accuracy"],
+        [[r["model"], r["version"], r["labels"], r["correct"], r["accuracy"]] for r in rows])
 
 
 def _health_text(health: dict[str, Any]) -> str:

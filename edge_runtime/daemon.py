@@ -163,6 +163,7 @@ class Daemon:
         import socket as socket_mod
 
         from edge_runtime.agent import AgentSettings, DeviceAgent
+        from edge_runtime.agent.probation import NoDataPolicy
         from edge_runtime.protocol.mqtt import MqttLink
 
         mqtt = s.fleet_mqtt()
@@ -171,7 +172,9 @@ class Daemon:
             AgentSettings(s.device_id or socket_mod.gethostname().split(".")[0], fleet=s.fleet,
                           tags=s.device_tags, group=s.device_group, profile=self.profile.name,
                           heartbeat_s=s.heartbeat_s, fleet_keys=s.desired_keys,
-                          allow_unsigned_desired=s.allow_unsigned_desired))
+                          allow_unsigned_desired=s.allow_unsigned_desired,
+                          probation_max_wait_s=s.probation_max_wait_s,
+                          probation_no_data=NoDataPolicy(s.probation_no_data)))
         await agent.start()
         log.info("fleet agent %s on %s", agent.device, mqtt.url)
         return agent

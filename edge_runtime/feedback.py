@@ -129,6 +129,7 @@ class FeedbackBook:
         self._recent: OrderedDict[str, tuple[str, str, NDArray[Any], int]] = OrderedDict()
         self._bytes = 0
         self._counts: dict[tuple[str, str], Counts] = {}
+        self._totals: dict[tuple[str, str], Counts] = {}  # since start: /metrics, status
         self._lock = threading.Lock()
 
     @property
@@ -186,6 +187,9 @@ class FeedbackBook:
             c = self._counts.setdefault((name, version), Counts())
             c.n += int(labels.size)
             c.correct += correct
+            t = self._totals.setdefault((name, version), Counts())
+            t.n += int(labels.size)
+            t.correct += correct
         return {"model": name, "version": version, "n": int(labels.size), "correct": correct}
 
     def _lookup(self, name: str, request_id: str) -> tuple[str, NDArray[Any]]:
@@ -200,6 +204,11 @@ class FeedbackBook:
         with self._lock:
             counts, self._counts = self._counts, {}
         return [(n, v, c) for (n, v), c in sorted(counts.items()) if c.n]
+
+    def totals(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """(labels, correct) per model version since this book was made; never drained."""
+        with self._lock:
+            return {key: (c.n, c.correct) for key, c in sorted(self._totals.items())}
 
     def recent_ids(self) -> Sequence[str]:
         with self._lock:

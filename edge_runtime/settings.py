@@ -2,11 +2,17 @@
 
 Every field is documented where it is declared. Sources, lowest precedence first: defaults, the
 device profile, a TOML config file (``[serve]`` table or top level), ``EDGE_*`` environment
-variables, command-line flags. Callers receive settings objects explicitly.
+variables, command-line flags. Each setting has one name, its field name: the TOML key
+``max_batch_size``, the variable ``EDGE_MAX_BATCH_SIZE`` and the flag ``--max-batch-size``
+(``cli_serve`` builds the flags from these fields; ``settings_table`` renders the README's
+table from them). Callers receive settings objects explicitly.
 """
 
 from __future__ import annotations
 
+import difflib
+import logging
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -20,6 +26,8 @@ if TYPE_CHECKING:
     from edge_runtime.protocol.link import MqttSettings
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
+ENV_PREFIX = "EDGE_"
+log = logging.getLogger("edge_runtime.settings")
 
 
 @dataclass(frozen=True)
@@ -60,8 +68,10 @@ def _int_or(text: str | None, default: int | None) -> int | None:
         return default
 
 
-def _doc(text: str, **kw: Any) -> Any:
-    return field(metadata={"doc": text}, **kw)
+def _doc(text: str, *, flag: bool = True, choices: tuple[str, ...] = (), **kw: Any) -> Any:
+    """A documented setting; ``flag=False``: TOML and environment only (a secret, which a
+    command line would show to every local user, or a test hook)."""
+    return field(metadata={"doc": text, "flag": flag, "choices": choices}, **kw)
 
 
 @dataclass(frozen=True)
@@ -86,7 +96,14 @@ class ServeSettings:
         "after its first body_idle_timeout_s, a request body must arrive at this average "
         "rate at least (else 408 and close; 0 = no rate rule)", default=1024)
     http_server: str = _doc("HTTP server: builtin (edge_runtime.api.server, httptools) or "
-                            "uvicorn", default="builtin")
+                            "uvicorn", default="builtin", choices=("builtin", "uvicorn"))
+    metrics_token: str | None = _doc("bearer token that GET /metrics takes instead of `token` "
+                                     "(for a scraper; set, it is the only one /metrics takes)",
+                                     default=None, repr=False)
+    metrics_open_on_loopback: bool = _doc(
+        "GET /metrics needs no token from loopback or the Unix socket (a local scraper or "
+        "exporter; behind a reverse proxy on the same host every client looks local; "
+        "ignored when metrics_token is set)", default=False)
     trusted_keys: tuple[Path, ...] = _doc("public keys (files or dirs of *.pub) packages must be "
                                           "signed with", default=())
     allow_unsigned: bool = _doc("development only: accept unsigned packages", default=False)
@@ -124,13 +141,20 @@ class ServeSettings:
                                             "(EDGE_FLEET_PASSWORD_FILE)", default=None)
     fleet_password: str | None = _doc("the broker password itself (EDGE_FLEET_PASSWORD); "
                                       "either this or fleet_password_file", default=None,
-                                      repr=False)
+                                      repr=False, flag=False)
     fleet: str = _doc("fleet name (topic root edge/v1/{fleet}/...)", default="default")
     device_id: str | None = _doc("this device's id in the fleet (default: host name)",
                                  default=None)
     device_group: str | None = _doc("the device's group, for targeting", default=None)
     device_tags: tuple[str, ...] = _doc("the device's tags, for targeting", default=())
     heartbeat_s: float = _doc("fleet heartbeat period", default=30.0)
+    probation_max_wait_s: float = _doc("a fleet probation that never sees its min_requests "
+                                       "waits this long, then applies probation_no_data",
+                                       default=300.0)
+    probation_no_data: str = _doc("after probation_max_wait_s without enough requests: rollback "
+                                  "(to the version that served before) or hold (keep the new "
+                                  "version on probation); never commit", default="rollback",
+                                  choices=("rollback", "hold"))
     fleet_keys: tuple[Path, ...] = _doc("public keys (files or dirs of *.pub) desired states "
                                         "must be signed with (default: trusted_keys)",
                                         default=())
@@ -141,7 +165,7 @@ class ServeSettings:
     mqtt_key_file: Path | None = _doc("client key for mqtts://", default=None)
     fault_kill_at: str | None = _doc("tests only: SIGKILL this process right after a swap "
                                      "record enters this state (EDGE_FAULT_KILL_AT)",
-                                     default=None)
+                                     default=None, flag=False)
 
     def __post_init__(self) -> None:
         if self.host not in LOOPBACK and not self.token:
@@ -155,6 +179,11 @@ class ServeSettings:
                 self.body_min_bytes_per_s < 0):
             raise ConfigError("header_timeout_s and body_idle_timeout_s must be > 0, "
                               "body_min_bytes_per_s >= 0")
+        if not (self.drift_max_rows_per_s >= 0 and 0 <= self.drift_max_cpu <= 1):
+            raise ConfigError("drift_max_rows_per_s must be >= 0 and drift_max_cpu in [0, 1]")
+        if self.probation_no_data not in ("rollback", "hold") or self.probation_max_wait_s < 0:
+            raise ConfigError("probation_no_data must be rollback or hold and "
+                              "probation_max_wait_s >= 0")
         if self.http_server not in ("builtin", "uvicorn"):
             raise ConfigError(f"http_server must be builtin or uvicorn, not {self.http_server!r}")
         if self.fleet_password is not None and self.fleet_password_file is not None:
@@ -192,7 +221,8 @@ class ServeSettings:
         if config is not None:
             values.update(_read_toml(config))
         values.update(_from_env(os.environ if env is None else env))
-        values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        given = {k: v for k, v in (overrides or {}).items() if v is not None}
+        values.update(_undeprecate(given, "option"))
         return cls(**_coerce(values))
 
     def with_(self, **changes: Any) -> ServeSettings:
@@ -200,10 +230,55 @@ class ServeSettings:
 
 
 _FIELDS = {f.name: f for f in fields(ServeSettings)}
-_ENV = {"EDGE_TOKEN": "token", "EDGE_STORE": "store", "EDGE_FAULT_KILL_AT": "fault_kill_at",
-        "EDGE_PROFILE": "profile", "EDGE_FLEET_URL": "fleet_url", "EDGE_DEVICE_ID": "device_id",
-        "EDGE_FLEET_PASSWORD": "fleet_password",
-        "EDGE_FLEET_PASSWORD_FILE": "fleet_password_file"}
+#: Old spellings still taken (flags, TOML, overrides), each with a warning naming the setting.
+DEPRECATED = {"threads": "intra_op_threads", "telemetry_interval": "telemetry_interval_s",
+              "group": "device_group", "tags": "device_tags"}
+#: EDGE_* variables that are not ServeSettings (CliSettings).
+OTHER_ENV = frozenset({"EDGE_DEBUG"})
+_WARNED: set[tuple[str, str]] = set()
+
+
+def env_name(setting: str) -> str:
+    return ENV_PREFIX + setting.upper()
+
+
+def flag_name(setting: str) -> str:
+    return "--" + setting.replace("_", "-")
+
+
+def unknown_env(env: Mapping[str, str] | None = None) -> list[str]:
+    """``EDGE_*`` variables set that name no setting, each with a hint when one is close."""
+    env = os.environ if env is None else env
+    known = {env_name(n) for n in _FIELDS} | OTHER_ENV
+    out = []
+    for name in sorted(env):
+        if name.startswith(ENV_PREFIX) and name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            out.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    return out
+
+
+def _undeprecate(values: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Old spellings renamed; each warned about once per process (settings load twice)."""
+    out = dict(values)
+    for old, new in DEPRECATED.items():
+        if old in out:
+            if (source, old) not in _WARNED:
+                _WARNED.add((source, old))
+                log.warning("%s: %r is deprecated, the setting is %r", source, old, new)
+            value = out.pop(old)
+            out.setdefault(new, value)
+    return out
+
+
+def _unknown(keys: set[str]) -> str:
+    """``['x', 'y']``, then the setting each seems to mean."""
+    hints = []
+    for key in sorted(keys):
+        close = difflib.get_close_matches(key, sorted(_FIELDS), n=1)
+        if close:
+            hints.append(f"{key} -> {close[0]}")
+    return f"{sorted(keys)}" + (f" (did you mean {', '.join(hints)}?)" if hints else "")
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -212,21 +287,25 @@ def _read_toml(path: Path) -> dict[str, Any]:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config ({exc})") from exc
     data = data.get("serve", data)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: [serve] must be a table of settings")
+    data = _undeprecate(data, str(path))
     unknown = set(data) - set(_FIELDS)
     if unknown:
-        raise ConfigError(f"{path}: unknown settings {sorted(unknown)}")
-    return dict(data)
+        raise ConfigError(f"{path}: unknown settings {_unknown(unknown)}")
+    return data
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
-    return {key: env[name] for name, key in _ENV.items() if env.get(name)}
+    """Every setting's EDGE_* variable; an empty one counts as unset."""
+    return {key: env[env_name(key)] for key in _FIELDS if env.get(env_name(key))}
 
 
 def _coerce(values: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in values.items():
         if key not in _FIELDS:
-            raise ConfigError(f"unknown setting {key!r}")
+            raise ConfigError(f"unknown setting {_unknown({key})}")
         out[key] = _coerce_one(key, _FIELDS[key].type, value)
     return out
 
@@ -243,11 +322,29 @@ def _coerce_one(key: str, annotation: Any, value: Any) -> Any:
         if "Path" in kind:
             return Path(value)
         if kind.startswith("bool"):
-            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+            return _bool(value)
         if kind.startswith("int"):
+            if isinstance(value, bool | float):
+                raise TypeError("not an integer")
             return int(value)
         if kind.startswith("float"):
-            return float(value)
-    except (TypeError, ValueError) as exc:
+            if isinstance(value, bool) or not math.isfinite(number := float(value)):
+                raise ValueError("not a finite number")
+            return number
+        if kind.startswith("str") and not isinstance(value, str):
+            raise TypeError("not a string")
+    except (TypeError, ValueError, OverflowError) as exc:
         raise ConfigError(f"setting {key}: {value!r} is not a valid {kind}") from exc
     return value
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text not in _TRUE + _FALSE:
+        raise ValueError(f"not one of {', '.join(_TRUE + _FALSE[:-1])}")
+    return text in _TRUE

@@ -1,9 +1,14 @@
 """What `edge-runtime models` and `edge-runtime status` show, from a Runtime (in the daemon) or
-from the store alone (no daemon running)."""
+from the store alone (no daemon running).
+
+The text and ``--json`` print the same document, so every number (``throughput_rps``: requests
+over the time the window covers, ``MetricsWindow.snapshot``) has one definition; /metrics has
+counters only and leaves rates to Prometheus."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from edge_runtime.effective import effective_settings
@@ -46,11 +51,28 @@ def status_doc(rt: Runtime) -> dict[str, Any]:
             for k, s in snaps.items()]
     return {"source": "daemon", "settings": effective_settings(rt.settings),
             "models": models_table(rt), "windows": windows,
+            "feedback": feedback_rows(rt.feedback.totals().items()),
             "storage": TelemetryStore(rt.store.db).counts(),
             "health": rt.telemetry.health.snapshot(),
             "swaps": [{"kind": r.kind, "name": r.name, "version": r.version,
                        "state": r.state.value, "reason": r.reason}
                       for r in records.recent(rt.store.db, limit=5)]}
+
+
+def feedback_rows(counts: Iterable[tuple[tuple[str, str], tuple[int, int]]]
+                  ) -> list[dict[str, Any]]:
+    """Label feedback per model version: labels received, how many were predicted, accuracy."""
+    return [{"model": k[0], "version": k[1], "labels": n, "correct": correct,
+             "accuracy": correct / n if n else None} for k, (n, correct) in counts]
+
+
+def _stored_feedback(tel: TelemetryStore, since: float) -> list[dict[str, Any]]:
+    per: dict[tuple[str, str], tuple[int, int]] = {}
+    for row in tel.recent("feedback", since=since):
+        n, correct = per.get((row["model"], row["version"]), (0, 0))
+        per[(row["model"], row["version"])] = (n + int(row["payload"]["n"]),
+                                               correct + int(row["payload"]["correct"]))
+    return feedback_rows(sorted(per.items()))
 
 
 def offline_status(store: ModelStore, since_s: float = 900.0) -> dict[str, Any]:
@@ -67,6 +89,7 @@ def offline_status(store: ModelStore, since_s: float = 900.0) -> dict[str, Any]:
     return {"source": "store (daemon not running)", "models": models_table(store),
             "windows": {f"{int(since_s)}s": [{"model": k[0], "version": k[1], **v}
                                               for k, v in sorted(per.items())]},
+            "feedback": _stored_feedback(tel, time.time() - since_s),
             "storage": tel.counts()}
 
 

@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import shlex
+import textwrap
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
@@ -18,6 +19,7 @@ from typing import Any
 from edge_runtime.package import VALIDATION, open_package
 from edge_runtime.protocol import messages as m
 from edge_runtime.protocol.topics import TopicScheme
+from edge_runtime.textable import render
 from fleet.core import Fleet
 from fleet.drift import DriftService
 from fleet.stats.decisions import Level
@@ -66,7 +68,7 @@ class Alerter:
                                                                              since=since)
                 level, reasons = self.drift.level_of(name, report)
                 fired.append(self._transition("drift", name, version, level.value,
-                                              ("; ".join(reasons[:5]), {"reasons": reasons})))
+                                              (drift_message(reasons), {"reasons": reasons})))
         for name, version in self._feedback_versions(since):
             with self._isolated("degradation", name, version):
                 report = reports.get((name, version))
@@ -158,3 +160,32 @@ class Alerter:
             message = "; ".join(drops) or "prediction distribution drifted"
             details = {"basis": "proxy", "confidence": [c.__dict__ for c in rep.confidence]}
         return rep.level.value, message, details
+
+
+def drift_message(reasons: list[str], *, shown: int = 3) -> str:
+    """'N entries drifted: a: psi 0.3 >= 0.25, ...; b: ...; +M more' (all in the details)."""
+    if not reasons:
+        return ""
+    more = len(reasons) - shown
+    head = "; ".join(reasons[:shown]) + (f"; +{more} more" if more > 0 else "")
+    return f"{len(reasons)} {'entry' if len(reasons) == 1 else 'entries'} drifted: {head}"
+
+
+ALERT_COLUMNS = ["when", "kind", "model", "version", "level", "message"]
+MIN_MESSAGE_WIDTH = 30
+
+
+def render_alerts(rows: list[dict[str, Any]], *, width: int, now: float) -> str:
+    """The alerts table, the message column wrapped to fit ``width`` (never cut)."""
+    cells = [[time.strftime("%H:%M:%S", time.localtime(r["ts"])) if now - r["ts"] < 86400
+              else time.strftime("%Y-%m-%d", time.localtime(r["ts"])),
+              r["kind"], r["model"], r["version"], r["level"]] for r in rows]
+    fixed = [max(len(h), *(len(str(c[i])) for c in cells))
+             for i, h in enumerate(ALERT_COLUMNS[:-1])]
+    room = max(MIN_MESSAGE_WIDTH, width - sum(fixed) - 2 * len(fixed))
+    table: list[list[Any]] = []
+    for head, r in zip(cells, rows, strict=True):
+        lines = textwrap.wrap(str(r["message"]), room, break_on_hyphens=False) or [""]
+        table.append([*head, lines[0]])
+        table += [["", "", "", "", "", line] for line in lines[1:]]
+    return render(ALERT_COLUMNS, table)

@@ -72,6 +72,8 @@ def _ago(ts: float | None) -> str:
 @click.option("--broker-ca-file", type=click.Path(path_type=Path), default=None,
               help="CA bundle that signed the broker's certificate (mqtts://).")
 @click.option("--tick", "tick_s", type=float, default=0.5, show_default=True)
+@click.option("--alert-interval", "alert_interval_s", type=click.FloatRange(min=0.1),
+              default=30.0, show_default=True, help="Seconds between drift/degradation checks.")
 @click.option("--log-level", default="info")
 @click.option("--signing-key", type=click.Path(path_type=Path), default=None,
               help="The fleet's private key (edgectl keys generate): desired states are signed "
@@ -81,7 +83,7 @@ def _ago(ts: float | None) -> str:
               help="known: only devices added with `edgectl devices add` join the inventory; "
                    "open: any client id that speaks the protocol (labs).")
 def serve_cmd(broker: str, broker_password_file: Path | None, broker_ca_file: Path | None,
-              tick_s: float, log_level: str, **kw: Any) -> None:
+              tick_s: float, alert_interval_s: float, log_level: str, **kw: Any) -> None:
     """Run the fleet manager against BROKER."""
     import asyncio
     from dataclasses import replace
@@ -98,7 +100,7 @@ def serve_cmd(broker: str, broker_password_file: Path | None, broker_ca_file: Pa
                                  ca_file=broker_ca_file)
     warn_password_in_argv("--broker", broker, f"--broker-password-file or {BROKER_PASSWORD_ENV}")
     settings = replace(_settings(kw), mqtt=mqtt, tick_s=tick_s,
-                       signing_key=kw.pop("signing_key"))
+                       alert_interval_s=alert_interval_s, signing_key=kw.pop("signing_key"))
     settings = replace(settings, enrollment=Enrollment(kw.pop("enrollment")))
 
     async def main() -> None:

@@ -86,12 +86,21 @@ def start(name: str, version: str, target: str, as_json: bool, **kw: Any) -> Non
 
 
 def _status_text(doc: dict[str, Any]) -> str:
-    return (f"{doc['id']}  {doc['name']} {doc['from_version']} -> {doc['version']}  "
+    """The header line, the device states and a table of the two arms' metrics."""
+    states = ", ".join(f"{k} {v}" for k, v in sorted(doc["device_states"].items())) or "none"
+    arms = render(["arm", "requests", "errors", "error rate", "p95 (ms)"],
+                  [_arm_row(arm, doc[arm]) for arm in ("canary", "control")])
+    return (f"{doc['id']}  {doc['name']} {doc['from_version'] or '(none)'} -> {doc['version']}  "
             f"{doc['state']}  step {doc['step'] + 1}/{len(doc['steps'])} ({doc['percent']:g}%)"
-            f"\n  devices: {doc['assigned']}/{doc['targeted']} on the new version "
-            f"{doc['device_states']}"
-            f"\n  canary: {doc['canary']}\n  control: {doc['control']}"
-            + (f"\n  reason: {doc['reason']}" if doc["reason"] else ""))
+            f"\ndevices: {doc['assigned']}/{doc['targeted']} on the new version ({states})"
+            + (f"\nreason: {doc['reason']}" if doc["reason"] else "") + f"\n\n{arms}")
+
+
+def _arm_row(arm: str, m: dict[str, Any]) -> list[str]:
+    if not m["requests"]:
+        return [arm, "no data", "-", "-", "-"]
+    p95 = "no data" if m["p95_s"] is None else f"{1000 * m['p95_s']:.3g}"
+    return [arm, str(m["requests"]), str(m["errors"]), f"{m['errors'] / m['requests']:.3g}", p95]
 
 
 @rollout.command("status")

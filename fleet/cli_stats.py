@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from typing import Any
 
@@ -10,6 +11,8 @@ import click
 from edge_runtime.textable import render
 from fleet.cli_fleet import fleet_opts, json_opt, open_fleet, out
 from fleet.cli_rollout import parse_duration
+from fleet.drift_text import render_report
+from fleet.experiments import verdict_text
 from fleet.inventory import Target
 
 
@@ -20,7 +23,8 @@ def drift() -> None:
 
 @drift.command("report")
 @click.argument("name")
-@click.option("--version", default=None, help="Default: the production alias.")
+@click.option("--version", default=None,
+              help="A version or an alias. Default: the version(s) the devices run now.")
 @click.option("--group", default=None)
 @click.option("--since", default="1h", show_default=True, help="Window, e.g. 30m, 1h, 24h.")
 @click.option("--devices/--no-devices", default=True, help="Per-device levels too.")
@@ -28,22 +32,18 @@ def drift() -> None:
 @json_opt
 def drift_report(name: str, version: str | None, group: str | None, since: str,
                  devices: bool, as_json: bool, **kw: Any) -> None:
+    """Fleet and per-device drift of NAME. With several versions running and no --version,
+    one report per version (--json: a list)."""
     fleet = open_fleet(kw)
-    mv = fleet.registry.resolve(name, version or "production")
-    doc = fleet.drift.report(name, mv.version, since=time.time() - parse_duration(since),
-                             group=group)
-    rows = [[f["feature"] + (" (output)" if f["output"] else ""), f["level"], f.get("n"),
-             _fmt(f.get("psi")), _fmt(f.get("ks")), _fmt(f.get("wasserstein")),
-             _fmt(f.get("mean_shift")), _fmt(f.get("tv")), _fmt(f["q_value"])]
-            for f in doc["features"]]
-    text = (f"{name} {mv.version} drift over the last {since} ({doc['scope']}): {doc['level']}\n"
-            + render(["feature", "level", "n", "psi", "ks", "wasserstein", "mean shift", "tv",
-                      "q"], rows))
-    if devices and doc["devices"]:
-        text += "\n\n" + render(["device", "level", "drifted features"],
-                                [[d, v["level"], ", ".join(v["drifted"][:6])]
-                                 for d, v in doc["devices"].items()])
-    out(doc, as_json, text)
+    start = time.time() - parse_duration(since)
+    versions = ([fleet.registry.resolve(name, version).version] if version
+                else fleet.drift.versions_to_report(name, since=start, group=group))
+    docs = [fleet.drift.report(name, v, since=start, group=group) for v in versions]
+    text = "\n\n".join(render_report(d, window=since, devices=devices) for d in docs)
+    if len(docs) > 1:
+        text = (f"devices run {len(docs)} versions of {name} ({', '.join(versions)}): one "
+                f"report each; --version picks one\n\n" + text)
+    out(docs[0] if len(docs) == 1 else docs, as_json, text)
 
 
 def _fmt(x: Any) -> str:
@@ -52,16 +52,20 @@ def _fmt(x: Any) -> str:
 
 @click.command("alerts")
 @click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--width", type=click.IntRange(min=40), default=None,
+              help="Wrap messages to this many columns (default: the terminal's).")
 @fleet_opts
 @json_opt
-def alerts(limit: int, as_json: bool, **kw: Any) -> None:
+def alerts(limit: int, width: int | None, as_json: bool, **kw: Any) -> None:
     """Recent drift and degradation alerts (also published on edge/v1/FLEET/alerts/KIND)."""
+    from fleet.alerts import render_alerts
+
     rows = [dict(r) for r in open_fleet(kw).db.query(
         "SELECT kind, model, version, level, message, ts FROM alerts ORDER BY id DESC LIMIT ?",
         (limit,))]
-    out(rows, as_json, render(["kind", "model", "version", "level", "message"],
-                              [[r["kind"], r["model"], r["version"], r["level"], r["message"]]
-                               for r in rows]) if rows else "no alerts")
+    cols = width or shutil.get_terminal_size((120, 24)).columns
+    out(rows, as_json, render_alerts(rows, width=cols, now=time.time()) if rows
+        else "no alerts")
 
 
 @click.group("experiment")
@@ -93,24 +97,47 @@ def experiment_start(name: str, a: str, b: str, split: float, unit: str, target:
 @json_opt
 def experiment_status(experiment_id: str, as_json: bool, **kw: Any) -> None:
     doc = open_fleet(kw).experiments.status(experiment_id)
-    arms = doc["arms"]
-    text = (f"{doc['id']}  {doc['name']}: A={doc['a']} vs B={doc['b']} ({doc['unit']}s, "
-            f"{doc['split']:g}% to B)  {doc['state']}  decision: {doc['decision']}\n"
-            f"  A: {arms['a']}\n  B: {arms['b']}\n" + render(
-                ["metric", "A", "B", "effect (B-A)", "95% CI", "p-value", "decision"],
-                [[k, _fmt(v["a"]), _fmt(v["b"]), _fmt(v["effect"]),
-                  f"[{_fmt(v['ci'][0])}, {_fmt(v['ci'][1])}]", _fmt(v["p_value"]),
-                  v["decision"]] for k, v in doc["metrics"].items()]))
-    out(doc, as_json, text)
+    out(doc, as_json, experiment_text(doc))
+
+
+def experiment_text(doc: dict[str, Any]) -> str:
+    """The header line, a table of the arms and a table of the metrics."""
+    head = (f"{doc['id']}  {doc['name']}: A={doc['a']} vs B={doc['b']} ({doc['unit']}s, "
+            f"{doc['split']:g}% to B)  {doc['state']}  decision: {doc['decision']}")
+    arms = render(["arm", "version", "devices assigned", "devices reporting", "requests",
+                   "errors", "labels"],
+                  [[arm.upper(), doc[arm], v["assigned"], v["devices"], v["requests"],
+                    v["errors"], v["labels"]] for arm, v in doc["arms"].items()])
+    metrics = render(["metric", "A", "B", "effect (B-A)", "95% CI", "p-value", "decision"],
+                     [_metric_row(k, v) for k, v in doc["metrics"].items()])
+    return f"{head}\n\n{arms}\n\n{metrics if doc['metrics'] else 'no looks yet'}"
+
+
+def _metric_row(metric: str, v: dict[str, Any]) -> list[str]:
+    if v["a"] is None and v["b"] is None:
+        return [metric, "no data", "no data", "-", "-", "-", v["decision"]]
+    if v["effect"] is None:  # one arm has data: no comparison yet
+        return [metric, _or_no_data(v["a"]), _or_no_data(v["b"]), "-", "-", "-",
+                v["decision"]]
+    return [metric, _fmt(v["a"]), _fmt(v["b"]), _fmt(v["effect"]),
+            f"[{_fmt(v['ci'][0])}, {_fmt(v['ci'][1])}]", _fmt(v["p_value"]), v["decision"]]
+
+
+def _or_no_data(x: float | None) -> str:
+    return "no data" if x is None else _fmt(x)
 
 
 @experiment.command("stop")
 @click.argument("experiment_id")
 @click.option("--promote", type=click.Choice(["a", "b"]), default=None,
               help="Give every targeted device this arm's version (default: A).")
+@click.option("--force", is_flag=True, help="Promote even an arm the test calls worse.")
 @fleet_opts
-def experiment_stop(experiment_id: str, promote: str | None, **kw: Any) -> None:
-    doc = open_fleet(kw).experiments.stop(experiment_id, promote=promote)
+def experiment_stop(experiment_id: str, promote: str | None, force: bool, **kw: Any) -> None:
+    experiments = open_fleet(kw).experiments
+    doc = experiments.stop(experiment_id, promote=promote, force=force)
+    if promote is not None:
+        click.echo(f"verdict: {verdict_text(experiments.status(experiment_id))}")
     click.echo(f"stopped {doc['id']}; targeted devices go to "
                f"{doc['b'] if promote == 'b' else doc['a']}")
 

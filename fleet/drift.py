@@ -21,6 +21,8 @@ import orjson
 from edge_runtime.monitor.wire import FlatSnapshot, SnapshotLayout, WireFormatError, decode_flat
 from edge_runtime.package import REFERENCE_STATS, open_package
 from edge_runtime.store.db import Database
+from fleet.errors import NoVersionToReport
+from fleet.inventory import Inventory
 from fleet.registry import ModelRegistry
 from fleet.stats.decisions import DriftThresholds, Level, judge_drift, worst_level
 from fleet.stats.drift import DriftReport, compare_devices
@@ -120,6 +122,19 @@ class DriftService:
         return self.level_of(name, self.merged_report(name, version, since=since,
                                                       devices=devices))
 
+    def versions_to_report(self, name: str, *, since: float,
+                           group: str | None = None) -> list[str]:
+        """The versions of ``name`` the devices (of ``group``) run now; if none runs it, those
+        that reported drift since ``since``. Raises NoVersionToReport when neither has any."""
+        running = {d.active(name) for d in Inventory(self.db).devices()
+                   if group is None or d.group == group}
+        versions = sorted(v for v in running if v)
+        if not versions:
+            versions = sorted(v for n, v in self.live_versions(since) if n == name)
+        if not versions:
+            raise NoVersionToReport(name, tuple(mv.version for mv in self.registry.versions(name)))
+        return versions
+
     def live_versions(self, since: float) -> list[tuple[str, str]]:
         rows = self.db.query("SELECT DISTINCT name, version FROM drift WHERE end >= ?", (since,))
         return [(r["name"], r["version"]) for r in rows]
@@ -150,13 +165,13 @@ def _summary(name: str, version: str, since: float, fleet_key: str, *,
                                   if e["level"] in ("warn", "alert")]}
                for unit, entries in sorted(by_unit.items())}
     return {"model": name, "version": version, "since": since, "generated_at": time.time(),
-            "scope": fleet_key,
+            "scope": fleet_key, "devices_reporting": len(by_unit),
             "level": worst_level([Level(e["level"]) for e in fleet]).value if fleet
             else Level.INSUFFICIENT.value,
             "features": fleet, "devices": devices}
 
 
 def _num(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):  # NaN is not JSON
+    if isinstance(value, float) and not math.isfinite(value):  # NaN and inf are not JSON
         return None
     return value

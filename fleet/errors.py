@@ -3,10 +3,12 @@
     EdgeRuntimeError
     └── FleetError
         ├── UnknownModel(name, version)
+        ├── NoVersionToReport(name, published)   no device runs the model: name a --version
         ├── UnknownDevice(device)
         ├── BadTarget(text)               a --to selector that is not group:/tag:/device:/all
         ├── RolloutConflict(name)         a rollout of this model is already running
-        └── RolloutNotFound(rollout)
+        ├── RolloutNotFound(rollout)
+        └── PromoteWorseArm(experiment, arm, verdict)   the arm its own test calls worse
 """
 
 from __future__ import annotations
@@ -37,6 +39,16 @@ class BadTarget(FleetError):
         self.text = text
 
 
+class NoVersionToReport(FleetError):
+    def __init__(self, name: str, published: tuple[str, ...]) -> None:
+        choices = ", ".join(published) or "none published"
+        super().__init__(f"no device runs {name} and no device reported drift for it; choose "
+                         f"a version with --version ({choices}) or an alias "
+                         f"(edgectl models alias {name} production VERSION)")
+        self.name = name
+        self.published = published
+
+
 class RolloutConflict(FleetError):
     def __init__(self, name: str, rollout: str) -> None:
         super().__init__(f"rollout {rollout} of {name} is still running (abort or finish it)")
@@ -48,3 +60,12 @@ class RolloutNotFound(FleetError):
     def __init__(self, rollout: str) -> None:
         super().__init__(f"no rollout {rollout!r}")
         self.rollout = rollout
+
+
+class PromoteWorseArm(FleetError):
+    def __init__(self, experiment: str, arm: str, verdict: str) -> None:
+        super().__init__(f"experiment {experiment}: arm {arm.upper()} is worse by its own test "
+                         f"({verdict}); pass --force to promote it anyway")
+        self.experiment = experiment
+        self.arm = arm
+        self.verdict = verdict

@@ -23,7 +23,7 @@ from edge_runtime.protocol import messages as m
 from edge_runtime.protocol.assignment import assign
 from edge_runtime.store.db import Database
 from fleet.desired import DesiredStates
-from fleet.errors import FleetError
+from fleet.errors import FleetError, PromoteWorseArm
 from fleet.inventory import Inventory, Target
 from fleet.registry import ModelRegistry
 from fleet.stats import sequential as seq
@@ -79,9 +79,16 @@ class Experiments:
                          json.dumps({"probation": EXPERIMENT_PROBATION})))
         return self.get(eid)
 
-    def stop(self, eid: str, *, promote: str | None = None) -> dict[str, Any]:
-        """End the experiment: every targeted device runs A, or the promoted arm."""
+    def stop(self, eid: str, *, promote: str | None = None, force: bool = False
+             ) -> dict[str, Any]:
+        """End the experiment: every targeted device runs A, or the promoted arm. Promoting the
+        arm the experiment's own test calls worse raises ``PromoteWorseArm`` unless ``force``."""
         exp = self.get(eid)
+        if promote is not None and not force:
+            status = self.status(eid)
+            worse = {"b worse": "b", "b better": "a"}.get(status["decision"])
+            if worse == promote:
+                raise PromoteWorseArm(eid, promote, verdict_text(status))
         version = exp["b"] if promote == "b" else exp["a"]
         devices = [d.id for d in self.inventory.devices(Target.parse(exp["target"]))]
         with self.db.transaction() as cur:
@@ -161,11 +168,14 @@ class Experiments:
     def arm_data(self, exp: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
         """Per arm, per device: requests, errors, latency histogram, labels and correct."""
         out: dict[str, dict[str, dict[str, Any]]] = {"a": {}, "b": {}}
+        members = self.members(exp)
         for arm in ("a", "b"):
             version = exp[arm]
             for row in self.db.query("SELECT device, requests, errors, latency FROM metrics "
                                      "WHERE name = ? AND version = ? AND end >= ?",
                                      (exp["name"], version, exp["created_at"])):
+                if row["device"] not in members[arm]:
+                    continue
                 d = out[arm].setdefault(row["device"], _empty())
                 d["requests"] += row["requests"]
                 d["errors"] += row["errors"]
@@ -173,15 +183,29 @@ class Experiments:
             for row in self.db.query("SELECT device, n, correct FROM feedback WHERE name = ? "
                                      "AND version = ? AND end >= ?",
                                      (exp["name"], version, exp["created_at"])):
+                if row["device"] not in members[arm]:
+                    continue
                 d = out[arm].setdefault(row["device"], _empty())
                 d["labels"] += row["n"]
                 d["correct"] += row["correct"]
         return out
 
+    def members(self, exp: dict[str, Any]) -> dict[str, set[str]]:
+        """The targeted devices of each arm. By device the arms partition them (a device's
+        windows from before its swap, under A's version, are not A's data); by request every
+        device serves both arms."""
+        devices = {d.id for d in self.inventory.devices(Target.parse(exp["target"]))}
+        if exp["unit"] == "request":
+            return {"a": devices, "b": set(devices)}
+        b = {d for d in devices if assign(exp["id"], d, split=exp["split"]) == "b"}
+        return {"a": devices - b, "b": b}
+
     def status(self, eid: str) -> dict[str, Any]:
         exp = self.get(eid)
         arms = self.arm_data(exp)
-        summary = {arm: {"devices": len(d), "requests": sum(v["requests"] for v in d.values()),
+        members = self.members(exp)
+        summary = {arm: {"assigned": len(members[arm]), "devices": len(d),
+                         "requests": sum(v["requests"] for v in d.values()),
                          "errors": sum(v["errors"] for v in d.values()),
                          "labels": sum(v["labels"] for v in d.values())}
                    for arm, d in arms.items()}
@@ -192,6 +216,18 @@ class Experiments:
         return {**{k: exp[k] for k in ("id", "name", "a", "b", "split", "unit", "target",
                                        "state")},
                 "arms": summary, "metrics": metrics, "decision": _overall(metrics)}
+
+
+def verdict_text(status: dict[str, Any]) -> str:
+    """The overall decision and the metrics behind it, e.g. "b worse: error_rate A 0 vs B
+    0.203 (p=0.001)"."""
+    behind = [f"{k} A {_num(v['a'])} vs B {_num(v['b'])} (p={_num(v['p_value'])})"
+              for k, v in status["metrics"].items() if v["decision"] == status["decision"]]
+    return str(status["decision"]) + (": " + "; ".join(behind) if behind else "")
+
+
+def _num(x: float | None) -> str:
+    return "no data" if x is None else f"{x:.3g}"
 
 
 def _empty() -> dict[str, Any]:

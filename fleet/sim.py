@@ -101,11 +101,13 @@ class SimBackend:
 
 
 class SimDevice:
-    def __init__(self, index: int, cfg: SimConfig, root: Path, rng: random.Random) -> None:
+    def __init__(self, index: int, cfg: SimConfig, root: Path, rng: random.Random, *,
+                 drifted: bool | None = None) -> None:
         self.id = f"sim-{index:05d}"
         self.cfg = cfg
         self.rng = rng
-        self.drifted = rng.random() < cfg.knobs.drift_fraction
+        # None: drawn per device (a device added later); the Simulator picks an exact share
+        self.drifted = rng.random() < cfg.knobs.drift_fraction if drifted is None else drifted
         self.offline = rng.random() < cfg.offline_fraction
         backend = SimBackend(cfg.knobs, real=cfg.real_models)
         settings = ServeSettings(store=root / self.id, trusted_keys=cfg.trusted_keys,
@@ -186,8 +188,13 @@ class Simulator:
         self.cfg = cfg
         base = cfg.workdir or Path(tempfile.mkdtemp(prefix="edge-sim-", dir=_fast_tmp()))
         rng = random.Random(cfg.seed)
-        self.devices = [SimDevice(i, cfg, base, random.Random(rng.random()))
-                        for i in range(cfg.devices)]
+        drifted = drifted_indices(cfg.devices, cfg.knobs.drift_fraction, cfg.seed)
+        self.devices = [SimDevice(i, cfg, base, random.Random(rng.random()),
+                                  drifted=i in drifted) for i in range(cfg.devices)]
+
+    def drifted(self) -> list[str]:
+        """Ids of the devices whose inputs are shifted (drift_sd reference sds)."""
+        return [d.id for d in self.devices if d.drifted]
 
     async def start(self) -> None:
         for i in range(0, len(self.devices), 50):  # connect in waves, not all at once
@@ -204,6 +211,13 @@ class Simulator:
                 key = f"{ref.name}={ref.version}"
                 counts[key] = counts.get(key, 0) + 1
         return counts
+
+
+def drifted_indices(devices: int, fraction: float, seed: int) -> frozenset[int]:
+    """Exactly round(fraction x devices) devices, chosen by the seed: the same ones every run,
+    so a restarted simulator drifts the same devices."""
+    k = min(devices, max(0, round(fraction * devices)))
+    return frozenset(random.Random(f"drift-{seed}").sample(range(devices), k))
 
 
 def _fast_tmp() -> str | None:

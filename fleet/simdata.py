@@ -34,8 +34,9 @@ class InputSampler:
         self.cdf = cdf
         n = np.array([max(f["n"] - f["missing"], 1) for f in feats], dtype=np.float64)
         mean = np.array([f["sum"] for f in feats]) / n
-        self.std = np.sqrt(np.maximum(np.array([f["sum_sq"] for f in feats]) / n - mean**2,
-                                      1e-12))
+        std = np.sqrt(np.maximum(np.array([f["sum_sq"] for f in feats]) / n - mean**2, 0.0))
+        # a feature constant in the reference has no sd to shift by: drifted, it stays put
+        self.std = np.where(self.edges[:, 0] == self.edges[:, -1], 0.0, std)
         self.rows = np.arange(len(feats))
 
     def sample(self, rng: np.random.Generator, shift_sd: float) -> NDArray[np.float64]:

@@ -1,4 +1,5 @@
-"""Demo parts 5 and 6: the daemon over HTTP, then a simulated fleet with canary rollouts."""
+"""Demo parts 5 to 7: the daemon over HTTP, a simulated fleet with canary rollouts, then drift
+on a group of its devices."""
 
 from __future__ import annotations
 
@@ -100,6 +101,7 @@ def run_fleet_demo(out: Path, sh: Sh, common: list[Any]) -> None:
     time.sleep(0.3)
     try:
         procs.append(_bg([BIN / "edgectl", "serve", "--broker", broker_url, "--tick", "0.2",
+                          "--alert-interval", "2",
                           "--signing-key", out / "fleet-key" / "fleet.key", *db],
                          out / "manager.log"))
         for v in ("1", "2", "3"):
@@ -108,11 +110,11 @@ def run_fleet_demo(out: Path, sh: Sh, common: list[Any]) -> None:
         # ids `edgectl sim` gives its devices are registered first
         sh("edgectl", "devices", "add", *(f"sim-{i:05d}" for i in range(20)), "--group", "sim",
            *db)
-        procs.append(_bg([BIN / "edgectl", "sim", "--devices", "20", "--broker", broker_url,
-                          "--trusted-keys", out / "keys", "--fleet-keys",
-                          out / "fleet-key" / "fleet.pub", "--rps", "20",
-                          "--telemetry-interval", "0.5", "--error-rates", "3=0.3"],
-                         out / "sim.log"))
+        sim = [BIN / "edgectl", "sim", "--devices", "20", "--broker", broker_url,
+               "--trusted-keys", out / "keys", "--fleet-keys", out / "fleet-key" / "fleet.pub",
+               "--rps", "20", "--telemetry-interval", "0.5", "--error-rates", "3=0.3",
+               "--workdir", out / "sim-devices"]
+        procs.append(_bg(sim, out / "sim.log"))
         _wait(lambda: sum(d["status"] == "online" for d in json.loads(
             _run("edgectl", "devices", "list", "--json", *db))) == 20, "20 devices online")
         sh("edgectl", "deploy", "digits", "1", "--to", "group:sim", *db)
@@ -123,15 +125,41 @@ def run_fleet_demo(out: Path, sh: Sh, common: list[Any]) -> None:
         _rollout(sh, db, "3", "rolled_back")
         sh("edgectl", "devices", "list", *db)
         sh("edgectl", "models", "list", *db)
+        print("\n== 7. drift: a quarter of the devices see shifted inputs")
+        procs[-1].terminate()
+        procs[-1].wait(timeout=30)
+        procs[-1] = _bg([*sim, "--real-models", "--drift-fraction", "0.25", "--drift-sd", "4"],
+                        out / "sim-drift.log")
+        _drift_step(sh, db, out / "sim-drift.log")
     finally:
         for p in reversed(procs):
             p.terminate()
             p.wait(timeout=30)
 
 
-def _on_version(db: list[Any], version: str) -> int:
+def _drift_step(sh: Sh, db: list[Any], log: Path) -> None:
+    """The same devices restarted (their stores kept) with drifted inputs on 5 of them; the
+    report flags those devices, and the manager's check raises the drift alert."""
+    _wait(lambda: "shifted" in log.read_text(), "the simulator's drift line", 30)
+    line = next(t for t in log.read_text().splitlines() if "shifted" in t)
+    print(line)
+    drifted = set(line.rpartition(": ")[2].split(", "))
+    _wait(lambda: _on_version(db, "2", online=True) == 20, "20 devices back online on v2")
+
+    def flagged() -> set[str]:
+        doc = json.loads(_run("edgectl", "drift", "report", "digits", "--json", *db))
+        return {d for d, v in doc["devices"].items() if v["level"] == "alert"}
+    _wait(lambda: flagged() >= drifted, "the drifted devices flagged", 30)
+    sh("edgectl", "drift", "report", "digits", *db)
+    _wait(lambda: any(a["kind"] == "drift" and a["level"] != "ok" for a in json.loads(
+        _run("edgectl", "alerts", "--json", *db))), "the drift alert", 30)
+    sh("edgectl", "alerts", "--width", "110", *db)
+
+
+def _on_version(db: list[Any], version: str, *, online: bool = False) -> int:
     devices = json.loads(_run("edgectl", "devices", "list", "--json", *db))
-    return sum(1 for d in devices if d["models"].get("digits", {}).get("active") == version)
+    return sum(1 for d in devices if d["models"].get("digits", {}).get("active") == version
+               and (d["status"] == "online" or not online))
 
 
 def _rollout(sh: Sh, db: list[Any], version: str, expect: str) -> None:

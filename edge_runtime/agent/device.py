@@ -28,7 +28,7 @@ from edge_runtime.agent.chunks import ChunkWindow
 from edge_runtime.agent.download import PartialDownload, http_download
 from edge_runtime.agent.drops import Drops
 from edge_runtime.agent.outbox import OutboxSender
-from edge_runtime.agent.probation import Observed, judge
+from edge_runtime.agent.probation import NoDataPolicy, Observed, judge
 from edge_runtime.agent.reported import build_reported
 from edge_runtime.errors import ConfigError, EdgeRuntimeError
 from edge_runtime.protocol import messages as m
@@ -60,6 +60,9 @@ class AgentSettings:
     chunk_window: int = 16
     chunk_timeout_s: float = 5.0
     probation_poll_s: float = 0.5
+    # a probation that never sees min_requests waits this long, then applies probation_no_data
+    probation_max_wait_s: float = 300.0
+    probation_no_data: NoDataPolicy = NoDataPolicy.ROLL_BACK
     # public keys desired states must be signed with (files or directories of *.pub)
     fleet_keys: tuple[Path, ...] = ()
     # development only: also accept unsigned desired states (or signed by an unknown key)
@@ -246,6 +249,10 @@ class DeviceAgent:
     async def _apply_version(self, name: str, target: m.ModelTarget) -> None:
         ref = self.rt.store.active(name)
         if ref is not None and ref.version == target.version:
+            if self._needs_rejudging(name, target):
+                rec = await self._in_thread(self.rt.swaps.rejudge, name,
+                                            deployment=target.deployment)
+                await self._watch_probation(rec, target)
             return
         last = records.recent(self.rt.store.db, name, limit=1)
         if last and last[0].deployment == target.deployment and last[0].version == (
@@ -346,6 +353,18 @@ class DeviceAgent:
         """Fleet deployments are watched by the agent; local activations pass at once."""
         return None if rec.deployment is not None else Event.OK
 
+    def _needs_rejudging(self, name: str, target: m.ModelTarget) -> bool:
+        """A new fleet deployment of the version already active (an experiment arm promoted):
+        that version passed only the earlier deployment's probation, so it is watched again
+        under this one's limits, against the version it replaced."""
+        ref = self.rt.store.active(name)
+        last = records.recent(self.rt.store.db, name, limit=1)
+        if ref is None or ref.previous is None or target.deployment is None or not last:
+            return False
+        installed = {i.version for i in self.rt.store.installed(name)}
+        return (last[0].version == target.version and last[0].deployment != target.deployment
+                and last[0].state is State.COMMITTED and ref.previous in installed)
+
     def _observed(self, name: str, version: str | None) -> Observed | None:
         if version is None:
             return None
@@ -360,9 +379,15 @@ class DeviceAgent:
         start = self._loop.time()
         while True:
             new = self._observed(rec.name, rec.version) or Observed(0, 0, None)
-            verdict = judge(target.probation, new, old, elapsed_s=self._loop.time() - start)
+            verdict = judge(target.probation, new, old, elapsed_s=self._loop.time() - start,
+                            max_wait_s=self.s.probation_max_wait_s,
+                            no_data=self.s.probation_no_data)
             if verdict is None and self._superseded(rec.name, target):
-                verdict = True, "probation cut short: a newer desired state arrived"
+                # without the data to judge it, the new version is not committed
+                enough = new.requests >= target.probation.min_requests
+                verdict = enough, ("probation cut short: a newer desired state arrived"
+                                   + ("" if enough else f" before {new.requests} requests "
+                                      f"reached {target.probation.min_requests}"))
             if verdict is not None:
                 ok, reason = verdict
                 await self._in_thread(self.rt.swaps.finish_probation, rec, ok, reason)

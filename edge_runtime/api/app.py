@@ -37,6 +37,7 @@ from edge_runtime.api.http import (
     read_body,
     send,
 )
+from edge_runtime.api.metrics_access import check_metrics
 from edge_runtime.api.offload import INLINE_JSON_MAX, Offload, output_elements
 from edge_runtime.codecs import (
     InferRequest,
@@ -148,6 +149,8 @@ class App:
         try:
             if path.startswith("/admin/"):
                 self._admin.check(req)
+            elif path == "/metrics":
+                check_metrics(self.rt.settings, auth, client, self._token)
             else:
                 self._check_token(req)
         except Unauthorized as exc:
@@ -167,6 +170,9 @@ class App:
         if path.startswith("/admin/"):
             body = await read_body(receive, req.content_length, self._limit)
             return _ok(*await self._admin.handle(req, body))
+        if path == "/metrics" and req.method == "GET":
+            check_metrics(self.rt.settings, req.authorization, req.client, self._token)
+            return self._metrics()
         self._check_token(req)
         if req.method == "POST":
             body = await read_body(receive, req.content_length, self._limit,
@@ -187,8 +193,6 @@ class App:
             if path == "/v2":
                 return _ok({"name": "edge-runtime", "version": __version__,
                             "extensions": _EXTENSIONS})
-            if path == "/metrics":
-                return self._metrics()
             if path.startswith(_V1_MODELS):
                 return self._v1_status(*_split_model_path(path[len(_V1_MODELS):])[:2])
         return _ok({"error": f"no route for {req.method} {path}"}, 404)
@@ -344,7 +348,7 @@ class App:
 
     def _metrics(self) -> Response:
         metrics = self.rt.telemetry.metrics
-        text = render(metrics.snapshot_all(METRICS_WINDOW_S), metrics.totals_all(),
+        text = render(metrics.totals_all(), feedback=self.rt.feedback.totals(),
                       extra_gauges=self.rt.telemetry.health.gauges())
         return 200, text.encode(), [(b"content-type", b"text/plain; version=0.0.4")]
 

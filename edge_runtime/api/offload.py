@@ -27,12 +27,13 @@ import logging
 import multiprocessing
 import os
 import pickle
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from multiprocessing import shared_memory
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from numpy.typing import NDArray
@@ -46,6 +47,8 @@ PROCESS_JSON_MIN = 1 << 20
 INLINE_OUTPUT_MAX = 256 * 1024  # output elements
 IDLE_S = 60.0
 COPY_STEP = 1 << 20
+_SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+_PREFIX = "edge-runtime-body-"
 
 
 def output_elements(outputs: Mapping[str, NDArray[Any]]) -> int:
@@ -70,36 +73,37 @@ def _exit_with(parent: int) -> None:
     os._exit(0)
 
 
-def _buffer(shm: shared_memory.SharedMemory) -> memoryview:
-    buf = shm.buf
-    assert buf is not None  # (None only once closed)
-    return buf
-
-
-def _copy_into(target: memoryview, body: bytes | memoryview) -> None:
-    """A copy that lets the event loop's thread take the GIL between megabytes (one slice
-    assignment of 32 MB would hold it ~20 ms)."""
-    source = memoryview(body)
-    for start in range(0, len(source), COPY_STEP):
-        target[start:start + COPY_STEP] = source[start:start + COPY_STEP]
-
-
-def _discard_segment(shm: shared_memory.SharedMemory) -> None:
-    shm.close()
-    shm.unlink()
-
-
-def _in_child(fn: Callable[..., Any], shm_name: str, size: int, args: tuple[Any, ...]
-              ) -> tuple[str, Any]:
-    """Run a decoder in the decoder process on a body handed over in shared memory (copied
-    out first: decoded arrays may view their body, and the segment must be closed). The
-    result goes back pickled; errors go back as text (an exception whose constructor takes
-    other arguments than its message would not unpickle)."""
-    shm = shared_memory.SharedMemory(shm_name)
+def _write_body(body: bytes | memoryview) -> str:
+    """The body in a new file in shared memory (/dev/shm), for the decoder process. pwrite
+    copies in the kernel with the GIL released: the event loop's thread runs meanwhile
+    (copying 32 MB in Python holds the GIL for ~20 ms)."""
+    fd, path = tempfile.mkstemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=_SHM_DIR)
     try:
-        body = bytes(_buffer(shm)[:size])
+        view = memoryview(body)
+        pos = 0
+        while pos < len(view):
+            pos += os.pwrite(fd, view[pos:pos + COPY_STEP], pos)
+    except BaseException:
+        os.unlink(path)
+        raise
     finally:
-        shm.close()
+        os.close(fd)
+    return path
+
+
+def _remove_stale_bodies() -> None:
+    """Body files left by a daemon that was killed while its decoder worked."""
+    for path in Path(_SHM_DIR).glob(f"{_PREFIX}*"):
+        pid = path.name[len(_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            path.unlink(missing_ok=True)
+
+
+def _in_child(fn: Callable[..., Any], path: str, args: tuple[Any, ...]) -> tuple[str, Any]:
+    """Run a decoder in the decoder process on a body handed over in a file. The result
+    goes back pickled; errors go back as text (an exception whose constructor takes other
+    arguments than its message would not unpickle)."""
+    body = Path(path).read_bytes()
     try:
         return "ok", pickle.dumps(fn(body, *args), protocol=pickle.HIGHEST_PROTOCOL)
     except PayloadInvalid as exc:
@@ -147,26 +151,25 @@ class Offload:
 
     async def _in_process(self, fn: Callable[..., Any], body: bytes | memoryview,
                           args: tuple[Any, ...]) -> Any:
-        """The body goes over in shared memory: pickling it would copy it twice more into
-        this process's heap, which glibc then keeps."""
+        """The body goes over in a file in shared memory: pickling it would copy it twice
+        more, holding the GIL, into this process's heap (which glibc then keeps)."""
         loop = asyncio.get_running_loop()
         try:
-            shm = shared_memory.SharedMemory(create=True, size=max(1, len(body)))
-        except OSError as exc:  # no room in /dev/shm (or none): a thread, as smaller bodies
+            path = await self.thread(_write_body, body)
+        except OSError as exc:  # no room in /dev/shm: a thread, as for smaller bodies
             log.warning("no shared memory for a %d byte body (%s): decoding it in a thread",
                         len(body), exc)
             return await self.thread(fn, body, *args)
         pool = self._pool()
         self._busy += 1
         self.process_bodies += 1
-        try:  # (copying into fresh pages and unpickling the arrays: worker threads)
-            await self.thread(_copy_into, _buffer(shm), body)
+        try:
             try:
-                future = pool.submit(_in_child, fn, shm.name, len(body), args)
+                future = pool.submit(_in_child, fn, path, args)
             except BrokenProcessPool:  # it died before this body (idle, or another body's)
                 self._discard()
                 pool = self._pool()
-                future = pool.submit(_in_child, fn, shm.name, len(body), args)
+                future = pool.submit(_in_child, fn, path, args)
             kind, value = await asyncio.wrap_future(future)
         except BrokenProcessPool as exc:  # died on this body (out of memory?)
             log.warning("the decoder process died decoding a %d byte body", len(body))
@@ -175,7 +178,7 @@ class Offload:
             raise PayloadInvalid("the decoder process died while decoding the body (out of "
                                  "memory?)") from exc
         finally:
-            await self.thread(_discard_segment, shm)  # unmapping 32 MB: ~10 ms
+            await self.thread(os.unlink, path)
             self._busy -= 1
             self._last_used = time.monotonic()
             loop.call_later(self._idle_s, self._stop_if_idle)
@@ -183,10 +186,11 @@ class Offload:
             raise PayloadInvalid(value)
         if kind == "error":
             raise RuntimeError(f"decoder failed: {value}")
-        return await self.thread(pickle.loads, value)
+        return await self.thread(pickle.loads, value)  # (arrays: a copy, off the loop)
 
     def _pool(self) -> ProcessPoolExecutor:
         if self._process is None:
+            _remove_stale_bodies()
             self._process = ProcessPoolExecutor(
                 max_workers=1, mp_context=multiprocessing.get_context("spawn"),
                 initializer=_start_child, initargs=(os.getpid(),))

@@ -91,8 +91,10 @@ def _date() -> bytes:
     return formatdate(usegmt=True).encode()
 
 
-def _drop(_obj: object) -> None:
-    """Let go of ``_obj`` in the worker thread that runs this."""
+def _drop(parts: list[bytes | memoryview]) -> None:
+    """Let go of a body's parts in the worker thread that runs this (the last reference to a
+    large body's buffer: unmapping it happens here)."""
+    parts.clear()
 
 
 def head_problem(version: str, transfer_encoding: bytes | None) -> tuple[int, str] | None:
@@ -477,11 +479,12 @@ class HttpProtocol(asyncio.BufferedProtocol):
                     (b"content-type", b"application/json")]},
                     b'{"error": "internal error"}', False)
         finally:
+            body, req.body = req.body, []
+            parts.clear()
             if req.held >= RELEASE_OFF_LOOP:  # unmapping 32 MB takes the loop ~10 ms
                 with contextlib.suppress(RuntimeError):  # (no executor while stopping)
-                    self.loop.run_in_executor(None, _drop, req.body)
-            req.body = []
-            parts.clear()
+                    self.loop.run_in_executor(None, _drop, body)
+            del body
             if req.held:
                 self._release(req)
         if not response.get("done") and not self.closing:

@@ -118,6 +118,8 @@ class WindowTotals:
     latency_sum: float
     latency_count: int
     items: int
+    #: every served request's latency since the start, for the Prometheus histogram
+    latency: LogHistogram = field(default_factory=LogHistogram)
 
 
 class MetricsWindow:
@@ -137,9 +139,10 @@ class MetricsWindow:
         self._started = clock() if started is None else started
         self._epochs: list[int | None] = [None] * slots
         self._ring = [IntervalStats() for _ in range(slots)]
-        # totals are plain counters: Prometheus needs sums and counts, not a histogram
         self._total_requests = self._total_items = 0
         self._total_latency = 0.0
+        # bounded like any LogHistogram: one count per occupied log bucket
+        self._total_hist = LogHistogram()
         self._total_errors: dict[str, int] = {}
         self._interval = IntervalStats()
 
@@ -167,6 +170,7 @@ class MetricsWindow:
         self._total_requests += 1
         self._total_items += items
         self._total_latency += latency_s
+        self._total_hist.record(latency_s)
 
     def record_batch(self, latency: NDArray[np.float64], items: NDArray[np.int64],
                      at: NDArray[np.float64]) -> None:
@@ -187,6 +191,7 @@ class MetricsWindow:
         self._total_requests += batch.requests
         self._total_items += batch.items
         self._total_latency += batch.latency.sum
+        self._total_hist.merge(batch.latency)
 
     def _add_to_slot(self, epoch: int, latency: NDArray[np.float64],
                      items: NDArray[np.int64]) -> IntervalStats:
@@ -225,7 +230,7 @@ class MetricsWindow:
     def totals(self) -> WindowTotals:
         served = self._total_requests - sum(self._total_errors.values())
         return WindowTotals(self._total_requests, dict(self._total_errors), self._total_latency,
-                            served, self._total_items)
+                            served, self._total_items, self._total_hist.copy())
 
     def drain(self) -> IntervalStats:
         """Hand over the counts since the last drain and start a new interval."""

@@ -79,6 +79,17 @@ class SwapRunner:
             rec, actions = step(rec, Event.ACTIVATE)
             return self._start(rec, actions)
 
+    def rejudge(self, name: str, *, deployment: str | None) -> SwapRecord:
+        """Put the active version back on probation under a new deployment; a failed verdict
+        switches back to the version it replaced."""
+        self.recover(name)
+        ref = self.store.active(name)
+        if ref is None:
+            raise SwapError(name, None, "no active version to put on probation")
+        rec = SwapRecord("deploy", name, ref.version, State.PROBATION, previous=ref.previous,
+                         deployment=deployment, history=(State.PROBATION.value,))
+        return self._start(rec, ())
+
     def rollback(self, name: str, *, to: str | None = None, reason: str = "requested"
                  ) -> SwapRecord:
         self.recover(name)

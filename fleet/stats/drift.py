@@ -7,10 +7,11 @@ are all comparable. A baseline other than the reference (last week's fleet view,
 arm of a canary) must have been counted in the same bins: same package, same layout.
 
 Per numeric entry: KS from the binned CDFs, PSI, Wasserstein-1 and the mean shift (from the
-sums) in baseline standard deviations, and a rank-sum test on the cells. Per categorical entry
-and class output: chi-square and total variation over vocabulary + "other" (classes for
-outputs), and for class outputs the mean top score. The statistics live in ``binned``
-(vectorised); this module slices the flat vectors per entry and returns typed results.
+sums) in baseline standard deviations (floored: ``reference_scale``), TV over the cells, and
+a rank-sum test on the cells. Per categorical entry and class output: chi-square and total
+variation over vocabulary + "other" (classes for outputs), and for class outputs the mean top
+score. The statistics live in ``binned`` (vectorised); this module slices the flat vectors per
+entry and returns typed results.
 
 Two views, as the fleet manager uses them: a group or fleet view (``FleetView.merged``) against
 the package reference answers "has the traffic moved away from what the model was built
@@ -43,12 +44,13 @@ class NumericDrift:
     ks: float  # raw-sample KS estimated from the cells (binned.ks_estimate)
     ks_p: float  # from the edges' KS, a lower bound of the raw-sample one: conservative
     psi: float
-    wasserstein: float  # in baseline standard deviations
-    mean_shift: float  # (mean - baseline mean) / baseline sd, signed
+    wasserstein: float  # in reference_scale units (the baseline sd, floored)
+    mean_shift: float  # (mean - baseline mean) / reference_scale, signed
     rank_p: float  # rank-sum (Mann-Whitney) test on the cells: the location evidence
     missing_rate: float
     missing_rate_baseline: float
     kind: str = "numeric"
+    tv: float = float("nan")  # total variation over the cells: the share of values that moved
 
     @property
     def p_value(self) -> float:
@@ -188,16 +190,41 @@ def _numeric(e: Entry, cur: Matrices, base: Matrices) -> list[EntryDrift]:
     bcells, bmissing, bsums = base[0][:, :-1], base[0][:, -1], base[1]
     n, nb = cells.sum(axis=1), bcells.sum(axis=1)
     ks_bound = binned.ks_statistic(cells, bcells)
-    shift, _ = binned.mean_test((sums[:, 0], sums[:, 1], n), (bsums[:, 0], bsums[:, 1], nb))
+    mean, _ = binned.moments(sums[:, 0], sums[:, 1], n)
+    bmean, bvar = binned.moments(bsums[:, 0], bsums[:, 1], nb)
+    scale = reference_scale(bvar, bmean, e.edges)
     _, rank_p = binned.rank_sum(cells, bcells)
-    _, bvar = binned.moments(bsums[:, 0], bsums[:, 1], nb)
     columns = zip(n.tolist(), nb.tolist(), binned.ks_estimate(cells, bcells).tolist(),
                   binned.ks_pvalue(ks_bound, n, nb).tolist(),
                   binned.psi(cells, bcells).tolist(),
-                  binned.wasserstein(cells, bcells, e.edges, np.sqrt(bvar)).tolist(),
-                  shift.tolist(), rank_p.tolist(), _rate(missing, n + missing).tolist(),
-                  _rate(bmissing, nb + bmissing).tolist(), strict=True)
-    return [NumericDrift(e.name, e.output, *values) for values in columns]
+                  binned.wasserstein(cells, bcells, e.edges, scale).tolist(),
+                  ((mean - bmean) / scale).tolist(), rank_p.tolist(),
+                  _rate(missing, n + missing).tolist(),
+                  _rate(bmissing, nb + bmissing).tolist(),
+                  binned.total_variation(cells, bcells).tolist(), strict=True)
+    return [NumericDrift(e.name, e.output, n_, nb_, ks, ks_p, ps, w, ms, rp, mr, mrb, tv=tv)
+            for n_, nb_, ks, ks_p, ps, w, ms, rp, mr, mrb, tv in columns]
+
+
+#: The scale floor of a numeric entry, as shares of the reference's range and of its mean.
+RANGE_FLOOR = 0.01
+MEAN_FLOOR = 1e-3
+
+
+def reference_scale(variance: Any, mean: Any, edges: tuple[float, ...]) -> NDArray[np.float64]:
+    """The unit of the mean shift and Wasserstein: the reference standard deviation, but never
+    below 1% of the reference range (first to last edge) nor 0.001 x max(1, |reference mean|).
+
+    A feature that is constant in the reference (an image's border pixel) has sd 0, and any
+    change over it would read as an infinite shift; against the floor it reads as large and
+    finite, and no change still reads 0. The range is that of the inner edges (the 2nd to
+    98th percentile with 50 bins) when there are any, so one outlier cannot raise the floor.
+    """
+    sd = np.sqrt(np.nan_to_num(np.asarray(variance, np.float64), nan=0.0))
+    inner = edges[1:-1] if len(edges) > 3 else edges
+    spread = (inner[-1] - inner[0]) * RANGE_FLOOR if inner else 0.0
+    level = MEAN_FLOOR * np.maximum(1.0, np.abs(np.nan_to_num(np.asarray(mean, np.float64))))
+    return np.asarray(np.maximum(sd, np.maximum(spread, level)), np.float64)
 
 
 def _categorical(e: Entry, cur: Matrices, base: Matrices) -> list[EntryDrift]:

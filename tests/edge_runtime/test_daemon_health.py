@@ -78,7 +78,7 @@ def test_flush_failures_are_counted_logged_and_retried(tmp_path: Path) -> None:
     assert snap["tasks"]["telemetry-flush"]["restarts"] == 0
     assert snap["faults"]["telemetry_flush"] == faults()
     assert status_doc(rt)["health"]["faults"] == snap["faults"]
-    text = render({}, {}, extra_gauges=health.gauges())
+    text = render({}, extra_gauges=health.gauges())
     assert f'edge_faults_total{{kind="telemetry_flush"}} {faults()}' in text
     assert "# TYPE edge_faults_total counter" in text
     assert 'edge_task_restarts_total{task="telemetry-flush"} 0' in text

@@ -98,7 +98,8 @@ def test_chunk_flood_keeps_memory_bounded(tmp_path: Path, broker: Broker, keys: 
             await loop.run_in_executor(None, daemon.start)
             await h.until(lambda: any(d.id == "dev1" and d.reported is not None
                                       for d in h.f.inventory.devices()), what="dev1 joins")
-            did, _ = deploy(h.f, "digits", "1", Target.parse("all"), probation={"seconds": 0.2})
+            did, _ = deploy(h.f, "digits", "1", Target.parse("all"),
+                            probation={"seconds": 0.2, "min_requests": 0})
             await h.until(lambda: h.committed(did) == {"dev1"}, what="dev1 commits v1")
             assert daemon.proc is not None
             pid = daemon.proc.pid
@@ -118,7 +119,8 @@ def test_chunk_flood_keeps_memory_bounded(tmp_path: Path, broker: Broker, keys: 
 
             # a real download (19 chunks of v5) with the same artifact's junk racing it
             v5 = h.f.registry.get("digits", "5")
-            did5, _ = deploy(h.f, "digits", "5", Target.parse("all"), probation={"seconds": 0.2})
+            did5, _ = deploy(h.f, "digits", "5", Target.parse("all"),
+                             probation={"seconds": 0.2, "min_requests": 0})
             racing = [m.ArtifactChunk(v5.sha256, i % 19, data) for i in range(60)]
             await _flood(h, "dev1", racing)
             await h.until(lambda: h.committed(did5) == {"dev1"}, timeout=60,

@@ -62,7 +62,7 @@ def test_daemon_joins_fleet_and_serves_deployments(tmp_path: Path, broker: Broke
             served = {}
             for version in ("1", "2"):
                 did, devices = deploy(h.f, "digits", version, Target.parse("tag:door"),
-                                      probation={"seconds": 0.5})
+                                      probation={"seconds": 0.5, "min_requests": 0})
                 assert devices == ["dev1"]
                 await h.until(lambda d=did: h.committed(d) == {"dev1"}, timeout=30,  # type: ignore[misc]
                               what=f"dev1 commits v{version}")
@@ -111,7 +111,7 @@ def test_provisioned_daemon_through_the_acl_broker(tmp_path: Path, keys: Keys,
                                           for d in h.f.inventory.devices()),
                               what="pi-07 joins")
                 did, _ = deploy(h.f, "digits", "1", Target.parse("group:lab"),
-                                probation={"seconds": 0.3})
+                                probation={"seconds": 0.3, "min_requests": 0})
                 await h.until(lambda: h.committed(did) == {"pi-07"}, timeout=30,
                               what="pi-07 commits v1")
                 version, _out = await asyncio.get_running_loop().run_in_executor(

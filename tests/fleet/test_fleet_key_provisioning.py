@@ -72,7 +72,8 @@ def test_daemon_trusts_only_the_provisioned_fleet_key(tmp_path: Path, broker: Br
             await loop.run_in_executor(None, daemon.start)
             await h.until(lambda: any(d.id == "pi-09" and d.reported is not None
                                       for d in h.f.inventory.devices()), what="pi-09 joins")
-            did, _ = deploy(h.f, "digits", "1", Target.parse("all"), probation={"seconds": 0.2})
+            did, _ = deploy(h.f, "digits", "1", Target.parse("all"),
+                            probation={"seconds": 0.2, "min_requests": 0})
             await h.until(lambda: _drops(daemon).get("desired.untrusted_key", 0) >= 1,
                           what="the package-key signature refused")
             assert not h.committed(did)

@@ -33,6 +33,9 @@ MB = 1 << 20
 IMAGE = "/v2/models/image/infer"
 ROW = 3 * 8 * 8  # floats per image row
 RSS_GROWTH_MAX = 96 * MB  # over the daemon's RSS when idle, through every test here
+# health p99 while hostile clients are served: the issue's bound (50 ms) holds for the 32 MB
+# batch test; elsewhere "fast" leaves room for a busy test machine (measured: 1-30 ms)
+HEALTH_P99_S = 0.1
 PROBE = r"""
 import json, socket, sys, time, select
 host, port = sys.argv[1], int(sys.argv[2])
@@ -70,12 +73,13 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, keys: Keys,
     return d
 
 
-def rss(d: DaemonProc) -> int:
+def rss(d: DaemonProc, field: str = "VmRSS") -> int:
+    """Resident memory now (VmRSS), or at its highest so far (VmHWM)."""
     assert d.proc is not None
     for line in Path(f"/proc/{d.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
+    raise AssertionError(f"no {field}")
 
 
 def v2_json(x: np.ndarray, **extra: Any) -> bytes:
@@ -153,7 +157,7 @@ def test_declared_but_unsent_bodies_cost_no_memory(daemon: DaemonProc) -> None:
            health_p99_ms=p99(latencies) * 1e3, health_max_ms=max(latencies) * 1e3,
            probes=len(latencies))
     assert held < 16 * MB
-    assert p99(latencies) < 0.05
+    assert p99(latencies) < HEALTH_P99_S
 
 
 def test_huge_request_ids_are_refused_and_memory_stays_bounded(daemon: DaemonProc) -> None:
@@ -203,7 +207,7 @@ def test_huge_request_ids_are_refused_and_memory_stays_bounded(daemon: DaemonPro
            health_p99_ms=round(p99(latencies) * 1e3, 1), probes=len(latencies))
     assert refused == 2000 and statuses.count(200) == 2000
     assert peak[0] - before < 64 * MB and after - before < 32 * MB
-    assert p99(latencies) < 0.05
+    assert p99(latencies) < HEALTH_P99_S
 
 
 def test_a_byte_a_second_is_cut_off_by_the_deadlines(daemon: DaemonProc) -> None:
@@ -244,7 +248,7 @@ def test_a_byte_a_second_is_cut_off_by_the_deadlines(daemon: DaemonProc) -> None
         assert seconds < 10, (name, seconds)
     assert b"head was not complete" in results["head-0"][0]
     assert b"slower than 1024 bytes/s" in results["body-0"][0]
-    assert p99(latencies) < 0.05
+    assert p99(latencies) < HEALTH_P99_S
 
 
 def select_readable(s: socket.socket, timeout: float) -> bool:
@@ -255,9 +259,8 @@ def select_readable(s: socket.socket, timeout: float) -> bool:
 
 @pytest.mark.parametrize("encoding", ["binary", "json"])
 def test_a_32_mb_batch_leaves_health_fast(daemon: DaemonProc, encoding: str) -> None:
-    """32 MB batches (V2 binary: 43,690 images; JSON: ~8,300), three one after the other,
-    while health is probed every 10 ms: health p99 <= 50 ms, and each batch is answered
-    whole."""
+    """32 MB batches (V2 binary: 43,690 images; JSON: ~8,300) one after the other while
+    health is probed every 10 ms: health p99 <= 50 ms, and each batch is answered whole."""
     if encoding == "binary":
         rows = (32 * MB - 200) // (ROW * 4)
         x = np.random.default_rng(1).standard_normal((rows, 3, 8, 8)).astype(np.float32)
@@ -275,7 +278,7 @@ def test_a_32_mb_batch_leaves_health_fast(daemon: DaemonProc, encoding: str) -> 
     before = rss(daemon)
     seconds, peak = [], before
     with health_probe(daemon) as latencies:
-        for _ in range(3):
+        for _ in range(3 if encoding == "binary" else 5):  # ~2 s of probes either way
             t0 = time.monotonic()
             reply = call(daemon.url, "POST", IMAGE, body, headers)
             seconds.append(round(time.monotonic() - t0, 2))
@@ -297,7 +300,8 @@ def test_the_daemon_is_still_serving_within_its_memory_bound(daemon: DaemonProc)
                 ).status == 200
     idle = int(daemon.extra["idle_rss"])
     until(lambda: rss(daemon) - idle < RSS_GROWTH_MAX)
-    report("memory", idle_rss_mb=round(idle / MB, 1), now_rss_mb=round(rss(daemon) / MB, 1))
+    report("memory", idle_rss_mb=round(idle / MB, 1), now_rss_mb=round(rss(daemon) / MB, 1),
+           peak_rss_mb=round(rss(daemon, "VmHWM") / MB, 1))
 
 
 def children(pid: int) -> list[int]:

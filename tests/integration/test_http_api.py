@@ -247,7 +247,7 @@ def test_metrics_count_requests_and_errors(served: Served) -> None:
     # a failed request counts as a request too
     assert _counter(after, requests) - _counter(before.body.decode(), requests) == 4
     assert _counter(after, errors) - _counter(before.body.decode(), errors) == 1
-    assert 'edge_latency_seconds{model="gemm",version="1",quantile="0.5"}' in after
+    assert 'edge_request_duration_seconds_bucket{model="gemm",version="1",le="+Inf"}' in after
 
 
 @pytest.mark.parametrize(("method", "path"), [

@@ -5,8 +5,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from edge_runtime.monitor.histogram import LogHistogram
 from edge_runtime.monitor.prometheus import Gauge, render
-from edge_runtime.monitor.window import ModelKey, WindowSnapshot, WindowTotals
+from edge_runtime.monitor.window import ModelKey, WindowTotals
 
 ESCAPES = {"\\": "\\", '"': '"', "n": "\n"}
 
@@ -54,50 +55,52 @@ def parse(body: str) -> dict[str, Family]:
             families[current] = Family(help=text)
         elif line.startswith("# TYPE "):
             name, kind = line[7:].split(" ")
-            assert name == current and kind in ("counter", "gauge", "summary")
+            assert name == current and kind in ("counter", "gauge", "histogram")
             families[name].type = kind
         else:
             name, rest = (line.split("{", 1) if "{" in line else line.split(" ", 1))
             labels, rest = parse_labels(rest) if "{" in line else ({}, " " + rest)
             assert rest.startswith(" ")
-            base = name.removesuffix("_sum").removesuffix("_count")
+            base = name.removesuffix("_sum").removesuffix("_count").removesuffix("_bucket")
             assert current in (name, base) and families[current].type, line
             families[current].samples.append((name, labels, float(rest[1:])))
     return families
 
 
-def snapshot(p50: float | None, rps: float) -> WindowSnapshot:
-    return WindowSnapshot(requests=10, errors={}, error_rate=0.0, throughput_rps=rps,
-                          p50=p50, p95=None if p50 is None else p50 * 2,
-                          p99=None if p50 is None else p50 * 3, window_seconds=60.0)
+def totals_with(latencies: list[float], requests: int, errors: dict[str, int]) -> WindowTotals:
+    hist = LogHistogram()
+    for value in latencies:
+        hist.record(value)
+    return WindowTotals(requests, errors, hist.sum, hist.count, len(latencies), hist)
 
 
 def sample(families: dict[str, Family], name: str, **labels: str) -> float:
-    family = families[name.removesuffix("_sum").removesuffix("_count")]
+    family = families[name.removesuffix("_sum").removesuffix("_count").removesuffix("_bucket")]
     (value,) = [v for n, lab, v in family.samples if n == name and lab == labels]
     return value
 
 
 def test_render_parses_and_carries_the_numbers() -> None:
     keys: list[ModelKey] = [("det", "1.0.0"), ("cls", "2")]
-    snapshots = {keys[0]: snapshot(0.01, 12.5), keys[1]: snapshot(None, 0.0)}
     totals = {
-        keys[0]: WindowTotals(120, {"input_invalid": 3, "timeout": 1}, 1.5, 116, 400),
+        keys[0]: totals_with([0.0003, 0.004, 0.004, 0.2], 8, {"input_invalid": 3, "timeout": 1}),
         keys[1]: WindowTotals(0, {}, 0.0, 0, 0),
     }
-    fams = parse(render(snapshots, totals))
+    fams = parse(render(totals, feedback={keys[0]: (10, 7)}))
     assert {n: f.type for n, f in fams.items()} == {
         "edge_requests_total": "counter", "edge_errors_total": "counter",
-        "edge_latency_seconds": "summary", "edge_throughput_rps": "gauge"}
+        "edge_request_duration_seconds": "histogram", "edge_feedback_total": "counter",
+        "edge_feedback_correct_total": "counter"}
     det = {"model": "det", "version": "1.0.0"}
-    assert sample(fams, "edge_requests_total", **det) == 120
+    assert sample(fams, "edge_requests_total", **det) == 8
     assert sample(fams, "edge_errors_total", **det, kind="timeout") == 1
-    assert sample(fams, "edge_latency_seconds", **det, quantile="0.99") == pytest.approx(0.03)
-    assert sample(fams, "edge_latency_seconds_sum", **det) == 1.5
-    assert sample(fams, "edge_latency_seconds_count", **det) == 116
-    assert sample(fams, "edge_throughput_rps", **det) == 12.5
-    assert math.isnan(sample(fams, "edge_latency_seconds", model="cls", version="2",
-                             quantile="0.5"))
+    assert sample(fams, "edge_request_duration_seconds_bucket", **det, le="0.0005") == 1
+    assert sample(fams, "edge_request_duration_seconds_bucket", **det, le="0.005") == 3
+    assert sample(fams, "edge_request_duration_seconds_bucket", **det, le="+Inf") == 4
+    assert sample(fams, "edge_request_duration_seconds_sum", **det) == pytest.approx(0.2083)
+    assert sample(fams, "edge_request_duration_seconds_count", **det) == 4
+    assert sample(fams, "edge_feedback_correct_total", **det) == 7
+    assert sample(fams, "edge_request_duration_seconds_count", model="cls", version="2") == 0
     assert len(fams["edge_errors_total"].samples) == 2
 
 
@@ -107,7 +110,7 @@ def test_render_parses_and_carries_the_numbers() -> None:
 )
 def test_label_values_are_escaped_and_round_trip(model: str) -> None:
     key = (model, "v\\1")
-    body = render({key: snapshot(0.5, 1.0)}, {key: WindowTotals(1, {'k"\n': 1}, 0.5, 1, 1)})
+    body = render({key: totals_with([0.5], 1, {'k"\n': 1})})
     fams = parse(body)
     ids = {"model": model, "version": "v\\1"}
     assert sample(fams, "edge_requests_total", **ids) == 1
@@ -123,7 +126,7 @@ def test_extra_gauges_are_grouped_by_name() -> None:
         Gauge("edge_models_loaded", "ignored duplicate help", 4, {"slot": "previous"}),
         Gauge("edge_disk_free_ratio", "Free disk.", math.inf),
     ]
-    fams = parse(render({}, {}, extra_gauges=gauges))
+    fams = parse(render({}, extra_gauges=gauges))
     assert fams["edge_models_loaded"].samples == [
         ("edge_models_loaded", {}, 3.0), ("edge_models_loaded", {"slot": "previous"}, 4.0)]
     assert fams["edge_drift_skipped"].help == "Tensors the drift counter skipped.\\nPer model."
@@ -138,4 +141,4 @@ def test_extra_gauges_are_grouped_by_name() -> None:
 )
 def test_invalid_names_are_refused(gauge: Gauge) -> None:
     with pytest.raises(ValueError, match="invalid"):
-        render({}, {}, extra_gauges=[gauge])
+        render({}, extra_gauges=[gauge])
