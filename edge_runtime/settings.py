@@ -153,7 +153,7 @@ class ServeSettings:
                                        default=300.0)
     probation_no_data: str = _doc("after probation_max_wait_s without enough requests: rollback "
                                   "(to the version that served before) or hold (keep the new "
-                                  "version on probation); never commit", default="rollback",
+                                  "version on probation); never commit", default="hold",
                                   choices=("rollback", "hold"))
     fleet_keys: tuple[Path, ...] = _doc("public keys (files or dirs of *.pub) desired states "
                                         "must be signed with (default: trusted_keys)",

@@ -62,7 +62,7 @@ class AgentSettings:
     probation_poll_s: float = 0.5
     # a probation that never sees min_requests waits this long, then applies probation_no_data
     probation_max_wait_s: float = 300.0
-    probation_no_data: NoDataPolicy = NoDataPolicy.ROLL_BACK
+    probation_no_data: NoDataPolicy = NoDataPolicy.HOLD
     # public keys desired states must be signed with (files or directories of *.pub)
     fleet_keys: tuple[Path, ...] = ()
     # development only: also accept unsigned desired states (or signed by an unknown key)

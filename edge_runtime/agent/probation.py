@@ -15,6 +15,8 @@ from edge_runtime.protocol.messages import Probation
 class NoDataPolicy(StrEnum):
     """What a probation that never saw ``min_requests`` does once ``max_wait_s`` is over."""
 
+    # The default is HOLD: an idle device has no evidence against the version it was sent, and a
+    # rollback after the wait would undo deployments to quiet devices (and fail their canaries).
     ROLL_BACK = "rollback"  # back to the version that served before: it is the known-good one
     HOLD = "hold"  # keep serving the new version in probation until data or a new desired state
 

@@ -156,3 +156,20 @@ def test_a_burst_after_an_idle_spell_is_sampled_within_a_tenth_of_a_second(
     seen, counted = tel.drift_sampling()[("gemm", "1")]
     assert seen == 10_050
     assert counted - 50 <= 1_000 + 0.9 * 100 * 1.5  # the first window, then about the budget
+
+
+def test_a_large_batch_is_counted_as_a_sample_of_its_rows(model: InstalledModel) -> None:
+    """A 40,000-row request costs the drift histograms what DRIFT_MAX_ROWS_PER_REQUEST rows do;
+    the sample is uniform, so the histogram keeps the batch's distribution."""
+    from edge_runtime.telemetry import DRIFT_MAX_ROWS_PER_REQUEST
+
+    tel = Telemetry(None, drift_max_rows_per_s=0, clock=Clock(), draw=random.Random(3).random)
+    rows = 40_000
+    x = np.zeros((rows, 4), np.float32)
+    x[: rows // 4] = 1.0  # a quarter of the rows stand out
+    tel.observe(model, 0.01, rows, {"x": x}, {"y": np.zeros((rows, 3), np.float32)})
+    assert tel.drift_sampling()[("gemm", "1")] == (rows, DRIFT_MAX_ROWS_PER_REQUEST)
+    assert drift_n(tel, model) == DRIFT_MAX_ROWS_PER_REQUEST
+    with tel._lock:
+        snap = tel._drift[("gemm", "1")].acc.snapshot(reset=False)["features"][0]
+    assert abs(snap["sum"] / snap["n"] - 0.25) < 0.05  # the mean of feature 0: 1 in 4 rows
