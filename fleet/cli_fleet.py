@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from edge_runtime.errors import ConfigError
 from edge_runtime.protocol.link import MqttSettings
 from edge_runtime.textable import render
 from fleet.inventory import Target
@@ -265,12 +266,28 @@ def models_alias(name: str, alias: str, version: str, **kw: Any) -> None:
 @click.argument("name")
 @click.argument("version")
 @click.option("--to", "target", required=True, help="all, group:G, tag:T or device:D")
+@click.option("--probation-s", type=float, default=None,
+              help="seconds each device watches the new version before committing (30)")
+@click.option("--probation-min-requests", type=int, default=None,
+              help="requests a device needs before it may commit (20; 0 for idle devices: "
+                   "without them a device holds the version on probation)")
 @fleet_opts
 @json_opt
-def deploy_cmd(name: str, version: str, target: str, as_json: bool, **kw: Any) -> None:
+def deploy_cmd(name: str, version: str, target: str, as_json: bool,
+               probation_s: float | None, probation_min_requests: int | None,
+               **kw: Any) -> None:
     """Blue-green: every targeted device switches to VERSION (or an alias) at once."""
     from fleet.deploy import deploy
 
-    did, devices = deploy(open_fleet(kw), name, version, Target.parse(target))
-    out({"deployment": did, "devices": devices}, as_json,
+    if (probation_s is not None and not 0 <= probation_s < float("inf")) or (
+            probation_min_requests is not None and probation_min_requests < 0):
+        raise ConfigError("--probation-s and --probation-min-requests must not be negative")
+    probation: dict[str, float] = {}
+    if probation_s is not None:
+        probation["seconds"] = probation_s
+    if probation_min_requests is not None:
+        probation["min_requests"] = probation_min_requests
+    did, devices = deploy(open_fleet(kw), name, version, Target.parse(target),
+                          probation=probation)
+    out({"deployment": did, "devices": devices, "probation": probation}, as_json,
          f"deployment {did}: {name} {version} -> {len(devices)} device(s)")

@@ -97,8 +97,10 @@ def test_edgectl_end_to_end(tmp_path: Path, keys: Keys, fleet_pkgs: dict[str, Pa
     assert (json.loads(dev1)["group"], json.loads(dev1)["status"]) == ("edge", "online")
     assert "dev-1  online" in dev1_text
 
-    dep = ctl.json("deploy", "digits", "1", "--to", "group:edge")
+    dep = ctl.json("deploy", "digits", "1", "--to", "group:edge", "--probation-s", "5",
+                   "--probation-min-requests", "0")
     assert dep["deployment"].startswith("dep-") and dep["devices"] == ["dev-0", "dev-1"]
+    assert dep["probation"] == {"seconds": 5.0, "min_requests": 0}
     ro = ctl.json("rollout", "start", "digits", "2", "--to", "all", "--steps", "50",
                   "--bake", "500ms", "--min-requests", "0", "--on-timeout", "skip")
     rid = ro["id"]
@@ -135,6 +137,9 @@ BAD: list[tuple[tuple[str, ...], str]] = [
     (("deploy", "digits", "1", "--to", "planet:mars"), "target 'planet:mars'"),
     (("rollout", "start", "digits", "1", "--to", "group:"), "target 'group:'"),
     (("deploy", "nosuch", "1", "--to", "all"), "model nosuch 1 is not in the registry"),
+    (("deploy", "digits", "1", "--to", "all", "--probation-min-requests", "-1"),
+     "must not be negative"),
+    (("deploy", "digits", "1", "--to", "all", "--probation-s", "nan"), "must not be negative"),
     (("rollout", "start", "digits", "7"), "model digits 7 is not in the registry"),
     (("models", "alias", "digits", "production", "9"), "model digits 9 is not in the registry"),
     (("rollout", "status", "ro-nope"), "no rollout 'ro-nope'"),
