@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Keys, build_package, gemm_model
+from tests.integration.conftest import DaemonFactory
 
 BIG_IN, BIG_OUT = 512, 512  # ~1.2 MB package: 19 chunks of 64 KiB
 
@@ -21,3 +23,11 @@ def fleet_pkgs(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> dict[str
     pkgs["5"] = build_package(out, keys.signer, name="digits", version="5", n_in=BIG_IN,
                               model=gemm_model(n_in=BIG_IN, n_out=BIG_OUT, seed=5))
     return pkgs
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[DaemonFactory]:
+    """Real `edge-runtime serve` processes, stopped after the test."""
+    factory = DaemonFactory(tmp_path)
+    yield factory
+    factory.close()

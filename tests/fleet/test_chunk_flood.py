@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +29,6 @@ CHUNK_BYTES = 900 * 1024
 # Growth of the daemon's RSS allowed over the flood (270 MB sent; before the chunk window the
 # daemon kept every chunk: +260 MB). A few copies of one chunk in flight, the allocator's slack.
 RSS_BOUND = 48 * 2**20
-
-
-@pytest.fixture
-def daemons(tmp_path: Path) -> Iterator[DaemonFactory]:
-    factory = DaemonFactory(tmp_path)
-    yield factory
-    factory.close()
 
 
 def _rss(pid: int) -> int:

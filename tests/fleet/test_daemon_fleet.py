@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,13 +21,6 @@ from tests.integration.conftest import DaemonFactory
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(90)]
 
 PROVISION = Path(__file__).resolve().parents[2] / "devices" / "systemd" / "provision.sh"
-
-
-@pytest.fixture
-def daemons(tmp_path: Path) -> Iterator[DaemonFactory]:
-    factory = DaemonFactory(tmp_path)
-    yield factory
-    factory.close()
 
 
 def _infer(url: str) -> tuple[str, list[float]]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +23,6 @@ from tests.integration.conftest import DaemonFactory, DaemonProc
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(90)]
 PROVISION = Path(__file__).resolve().parents[2] / "devices" / "systemd" / "provision.sh"
-
-
-@pytest.fixture
-def daemons(tmp_path: Path) -> Iterator[DaemonFactory]:
-    factory = DaemonFactory(tmp_path)
-    yield factory
-    factory.close()
 
 
 def _provision(tmp_path: Path, keys: Keys, broker: Broker, *extra: str) -> Path:

@@ -11,7 +11,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -109,13 +109,6 @@ async def _publish(broker: Broker, client_id: str, msgs: list[tuple[str, bytes, 
     for topic, payload, retain in msgs:
         await link.publish(topic, payload, retain=retain)
     await link.stop()
-
-
-@pytest.fixture
-def daemons(tmp_path: Path) -> Iterator[DaemonFactory]:
-    factory = DaemonFactory(tmp_path)
-    yield factory
-    factory.close()
 
 
 def test_poison_then_restart_and_the_fleet_still_deploys(

@@ -41,13 +41,6 @@ def acl_broker(tmp_path: Path) -> Iterator[AclBroker]:
     b.stop()
 
 
-@pytest.fixture
-def daemons(tmp_path: Path) -> Iterator[DaemonFactory]:
-    factory = DaemonFactory(tmp_path)
-    yield factory
-    factory.close()
-
-
 def _secret_file(tmp_path: Path, name: str, content: str) -> Path:
     f = tmp_path / f"{name}.password"
     f.write_text(content + "\n")

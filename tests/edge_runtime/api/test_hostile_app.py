@@ -30,6 +30,7 @@ from edge_runtime.errors import InferenceFailed, InputInvalid, PayloadInvalid
 from edge_runtime.feedback import MAX_LABELS, FeedbackBook
 from edge_runtime.runtime import Runtime
 from tests.conftest import Keys, build_package
+from tests.edge_runtime.api.test_app_paths import call as asgi_call
 from tests.integration.support import build_onnx_package
 
 GEMM = "/v2/models/gemm/infer"
@@ -75,18 +76,8 @@ def app(rt: Runtime) -> Any:
 
 def call(app: App, path: str, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
          ) -> tuple[int, Any]:
-    scope = {"type": "http", "method": "POST", "path": path, "client": ("127.0.0.1", 1),
-             "headers": [(b"content-length", str(len(body)).encode()), *(headers or [])]}
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    asyncio.run(app(scope, receive, send))
-    return sent[0]["status"], orjson.loads(sent[1]["body"])
+    status, raw = asgi_call(app, body, path, headers)
+    return status, orjson.loads(raw)
 
 
 def v2(x: np.ndarray, **extra: Any) -> bytes:
